@@ -1,0 +1,439 @@
+"""One declarative spec per dataset: its table and key, how its jobs are planned, and how the
+source's answers become rows. Nothing here talks to the network or the database; the engine
+runs every dataset through the same pipeline.
+
+Adding a dataset means adding a `Dataset` here and its table in a store migration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import wraps
+from typing import Any
+
+from ntx.errors import MalformedResponse, UsageError
+from ntx.model import DateRange, Job, Row, Security
+from ntx.sources import Source, Wire
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """How one dataset is fetched and stored.
+
+    `fetch` names the source calls for a job; `to_rows` turns their answer into rows in
+    `columns` order (raising `MalformedResponse` on a wrongly shaped answer); `key` is the
+    table's primary key. A `ranged` dataset's jobs carry date ranges planned from what the
+    store already covers; the others are fetched whole on every run.
+    """
+
+    name: str
+    title: str
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    fetch: Callable[[Source, Job], Awaitable[Any]]
+    to_rows: Callable[[Any, Job], list[Row]]
+    ranged: bool = False
+    per_security: bool = True
+
+
+def _shape_checked(convert: Callable[[Any, Job], list[Row]]) -> Callable[[Any, Job], list[Row]]:
+    """Turns the lookup errors of walking untrusted JSON into `MalformedResponse`."""
+
+    @wraps(convert)
+    def checked(wire: Any, job: Job) -> list[Row]:
+        try:
+            return convert(wire, job)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise MalformedResponse(f"unexpected answer shape: {type(exc).__name__}: {exc}") from exc
+
+    return checked
+
+
+def _number(value: Any) -> float | int | None:
+    """A JSON number as is, None as None; anything else is a malformed answer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _security_id(job: Job) -> int:
+    assert job.security is not None, "per-security job without a security"
+    return job.security.id
+
+
+def _latest_first(entries: Iterable[Wire]) -> list[Wire]:
+    """Entries newest revision first (by modifiedDate, then id), so the first per key wins."""
+
+    def revision(entry: Wire) -> tuple[str, int]:
+        return (str(entry.get("modifiedDate") or ""), int(entry.get("id") or 0))
+
+    return sorted((e for e in entries if isinstance(e, dict)), key=revision, reverse=True)
+
+
+def _unique_by_key(rows: Iterable[Row], key_width: int) -> list[Row]:
+    """The first row for each key (rows' key columns come first)."""
+    seen: dict[Row, Row] = {}
+    for row in rows:
+        seen.setdefault(row[:key_width], row)
+    return list(seen.values())
+
+
+# ---------------------------------------------------------------- companies (the lists)
+
+
+async def _fetch_lists(source: Source, job: Job) -> tuple[list[Wire], list[Wire]]:
+    return await source.companies(), await source.securities()
+
+
+@_shape_checked
+def _securities_rows(wire: tuple[list[Wire], list[Wire]], job: Job) -> list[Row]:
+    """Join the company list and the security list by symbol; one row per security id."""
+    companies, securities = wire
+    company_by_symbol = {c["symbol"]: c for c in companies}
+    rows = []
+    for sec in securities:
+        company = company_by_symbol.get(sec["symbol"], {})
+        sec_id = sec["id"]
+        if isinstance(sec_id, bool) or not isinstance(sec_id, int):
+            raise ValueError(f"security id {sec_id!r} is not an integer")
+        rows.append(
+            (
+                sec_id,
+                _text(sec["symbol"]),
+                _text(company.get("companyName") or sec.get("securityName")),
+                _text(company.get("sectorName")),
+                _text(company.get("instrumentType")),
+                _text(company.get("status") or sec.get("activeStatus")),
+                _text(sec.get("securityName")),
+                company.get("id"),
+                _text(company.get("companyEmail")),
+                _text(company.get("website")),
+                _text(company.get("regulatoryBody")),
+            )
+        )
+    return rows
+
+
+def security_from_row(row: Row) -> Security:
+    """A `Security` from a row of the securities table (columns in `COMPANIES` order)."""
+    return Security(
+        id=row[0], symbol=row[1], name=row[2], sector=row[3], instrument_type=row[4], status=row[5]
+    )
+
+
+# ---------------------------------------------------------------- prices
+
+
+async def _fetch_prices(source: Source, job: Job) -> list[Wire]:
+    rows: list[Wire] = []
+    for period in job.ranges:
+        rows.extend(await source.price_history(_security_id(job), period))
+    return rows
+
+
+@_shape_checked
+def _price_rows(wire: list[Wire], job: Job) -> list[Row]:
+    sec_id = _security_id(job)
+    rows = []
+    for item in wire:
+        day = date.fromisoformat(item["businessDate"]).isoformat()
+        rows.append(
+            (
+                sec_id,
+                day,
+                _number(item.get("openPrice")),  # history rows carry no open price
+                _number(item["highPrice"]),
+                _number(item["lowPrice"]),
+                _number(item["closePrice"]),
+                _number(item.get("totalTradedQuantity")),
+                _number(item.get("totalTradedValue")),
+                _number(item.get("totalTrades")),
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- reports
+
+QUARTERS = {
+    "First Quarter": "Q1",
+    "Second Quarter": "Q2",
+    "Third Quarter": "Q3",
+    "Fourth Quarter": "Q4",
+}
+
+
+async def _fetch_reports(source: Source, job: Job) -> list[Wire]:
+    return await source.reports(_security_id(job))
+
+
+def _period(fiscal_report: Wire) -> str:
+    quarter = fiscal_report.get("quarterMaster")
+    if not quarter:
+        return "annual"
+    name = quarter.get("quarterName")
+    if name in QUARTERS:
+        return QUARTERS[name]
+    number = quarter.get("id")
+    if isinstance(number, int) and 1 <= number <= 4:
+        return f"Q{number}"
+    raise ValueError(f"unknown quarter {name!r}")
+
+
+@_shape_checked
+def _report_rows(wire: list[Wire], job: Job) -> list[Row]:
+    """One row per (fiscal year, period); of several revisions the newest wins."""
+    sec_id = _security_id(job)
+    rows = []
+    for entry in _latest_first(wire):
+        report = entry.get("fiscalReport")
+        if not report:
+            continue  # an entry without figures
+        rows.append(
+            (
+                sec_id,
+                _text(report["financialYear"]["fyName"]),
+                _period(report),
+                _number(report.get("epsValue")),
+                _number(report.get("peValue")),
+                _number(report.get("netWorthPerShare")),
+                _number(report.get("paidUpCapital")),
+                _number(report.get("profitAmount")),
+            )
+        )
+    return _unique_by_key(rows, 3)
+
+
+# ---------------------------------------------------------------- dividends
+
+
+async def _fetch_dividends(source: Source, job: Job) -> list[Wire]:
+    return await source.dividends(_security_id(job))
+
+
+@_shape_checked
+def _dividend_rows(wire: list[Wire], job: Job) -> list[Row]:
+    """One row per fiscal year; of several notices the newest wins."""
+    sec_id = _security_id(job)
+    rows = []
+    for entry in _latest_first(wire):
+        notice = (entry.get("companyNews") or {}).get("dividendsNotice")
+        if not notice:
+            continue  # news without a dividend notice
+        rows.append(
+            (
+                sec_id,
+                _text(notice["financialYear"]["fyName"]),
+                _number(notice.get("cashDividend")),
+                _number(notice.get("bonusShare")),
+                _number(notice.get("rightShare")),
+            )
+        )
+    return _unique_by_key(rows, 2)
+
+
+# ---------------------------------------------------------------- ownership
+
+
+async def _fetch_ownership(source: Source, job: Job) -> dict[str, Wire]:
+    return await source.ownership(_security_id(job))
+
+
+@_shape_checked
+def _ownership_rows(wire: dict[str, Wire], job: Job) -> list[Row]:
+    return [
+        (
+            _security_id(job),
+            _number(wire.get("stockListedShares")),
+            _number(wire.get("paidUpCapital")),
+            _number(wire.get("publicShares")),
+            _number(wire.get("publicPercentage")),
+            _number(wire.get("promoterShares")),
+            _number(wire.get("promoterPercentage")),
+        )
+    ]
+
+
+# ---------------------------------------------------------------- the specs
+
+COMPANIES = Dataset(
+    name="companies",
+    title="Companies",
+    table="securities",
+    columns=(
+        "id",
+        "symbol",
+        "name",
+        "sector",
+        "instrument_type",
+        "status",
+        "security_name",
+        "company_id",
+        "email",
+        "website",
+        "regulatory_body",
+    ),
+    key=("id",),
+    fetch=_fetch_lists,
+    to_rows=_securities_rows,
+    per_security=False,
+)
+
+PRICES = Dataset(
+    name="prices",
+    title="Prices",
+    table="prices",
+    columns=(
+        "security_id",
+        "date",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "turnover",
+        "trades",
+    ),
+    key=("security_id", "date"),
+    fetch=_fetch_prices,
+    to_rows=_price_rows,
+    ranged=True,
+)
+
+REPORTS = Dataset(
+    name="reports",
+    title="Reports",
+    table="reports",
+    columns=(
+        "security_id",
+        "fiscal_year",
+        "period",
+        "eps",
+        "pe",
+        "book_value",
+        "paid_up_capital",
+        "profit",
+    ),
+    key=("security_id", "fiscal_year", "period"),
+    fetch=_fetch_reports,
+    to_rows=_report_rows,
+)
+
+DIVIDENDS = Dataset(
+    name="dividends",
+    title="Dividends",
+    table="dividends",
+    columns=("security_id", "fiscal_year", "cash_pct", "bonus_pct", "right_pct"),
+    key=("security_id", "fiscal_year"),
+    fetch=_fetch_dividends,
+    to_rows=_dividend_rows,
+)
+
+OWNERSHIP = Dataset(
+    name="ownership",
+    title="Ownership",
+    table="ownership",
+    columns=(
+        "security_id",
+        "listed_shares",
+        "paid_up_capital",
+        "public_shares",
+        "public_pct",
+        "promoter_shares",
+        "promoter_pct",
+    ),
+    key=("security_id",),
+    fetch=_fetch_ownership,
+    to_rows=_ownership_rows,
+)
+
+DATASETS: dict[str, Dataset] = {
+    spec.name: spec for spec in (COMPANIES, PRICES, REPORTS, DIVIDENDS, OWNERSHIP)
+}
+PER_SECURITY = tuple(name for name, spec in DATASETS.items() if spec.per_security)
+
+
+# ---------------------------------------------------------------- universe and planning
+
+DEFAULT_INSTRUMENT = "Equity"
+ACTIVE = "A"
+
+
+def select_universe(
+    securities: Sequence[Security], symbols: Sequence[str], all_instruments: bool
+) -> list[Security]:
+    """The securities a run covers, sorted by symbol.
+
+    Named `symbols` (case-insensitive) are taken exactly, and every one must exist; otherwise
+    every listed security, or by default the active equities.
+    """
+    if symbols:
+        by_symbol = {sec.symbol.upper(): sec for sec in securities}
+        wanted = list(dict.fromkeys(symbol.upper() for symbol in symbols))
+        unknown = [symbol for symbol in wanted if symbol not in by_symbol]
+        if unknown:
+            noun = "symbol" if len(unknown) == 1 else "symbols"
+            raise UsageError(f"unknown {noun} {', '.join(unknown)}: not in the security list")
+        chosen = [by_symbol[symbol] for symbol in wanted]
+    elif all_instruments:
+        chosen = list(securities)
+    else:
+        chosen = [
+            sec
+            for sec in securities
+            if sec.instrument_type == DEFAULT_INSTRUMENT and sec.status == ACTIVE
+        ]
+    return sorted(chosen, key=lambda sec: sec.symbol)
+
+
+def plan_jobs(
+    spec: Dataset,
+    universe: Iterable[Security],
+    *,
+    period: DateRange,
+    today: date,
+    coverage: Mapping[int, DateRange],
+    force: bool = False,
+) -> Iterator[Job]:
+    """The jobs of one per-security dataset, produced lazily, one per security that needs one.
+
+    For a ranged dataset a job fetches only what `period` adds to the security's covered
+    range (all of `period` when `force`), and is skipped when nothing is missing. Coverage
+    never reaches today: today's rows may still change, so the next run checks them again.
+    """
+    yesterday = today - timedelta(days=1)
+    for security in universe:
+        if not spec.ranged:
+            yield Job(spec.name, security)
+            continue
+        covered = coverage.get(security.id)
+        if force:
+            ranges: tuple[DateRange, ...] = (period,)
+            merged = covered.union(period) if covered and covered.touches(period) else period
+        else:
+            ranges = period.missing_from(covered)
+            if not ranges:
+                continue
+            merged = covered.union(period) if covered else period
+        covers = (
+            DateRange(merged.start, min(merged.end, yesterday))
+            if merged.start <= yesterday
+            else None
+        )
+        yield Job(spec.name, security, ranges, covers)

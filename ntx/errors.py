@@ -1,0 +1,69 @@
+"""The errors ntx reports to its user: each carries one line of text and an exit status.
+
+Job-level errors (`FetchError` and subclasses) fail one job and never stop the run; the
+others stop the run at once. Retry classification (issue: retries) hangs off these types.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class NtxError(Exception):
+    """An error whose message is fit to show the user as one line."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(NtxError):
+    """Bad flags, settings or paths: nothing was fetched or written."""
+
+    exit_code = EXIT_USAGE
+
+
+class StoreError(NtxError):
+    """The database cannot be used (not SQLite, not ntx's, unwritable, broken)."""
+
+
+class FetchError(NtxError):
+    """One request (and so one job) failed; the reason is kept with the job."""
+
+
+class HttpStatusError(FetchError):
+    """The server answered with a status other than 200."""
+
+    def __init__(self, status: int, path: str, retry_after: str | None = None) -> None:
+        super().__init__(f"HTTP {status} from {path}")
+        self.status = status
+        self.path = path
+        self.retry_after = retry_after
+
+
+class TransportError(FetchError):
+    """No usable answer: connection refused or reset, timeout, broken stream."""
+
+
+class MalformedResponse(FetchError):
+    """The answer was not JSON, or not JSON of the documented shape."""
+
+
+def reportable(exc: BaseException) -> BaseException:
+    """The one error to report out of a (possibly nested) exception group.
+
+    An interrupt comes first, then an `NtxError`, then whatever came first.
+    """
+    leaves = list(_leaves(exc))
+    for kind in (KeyboardInterrupt, NtxError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return leaves[0] if leaves else exc
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

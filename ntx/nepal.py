@@ -1,0 +1,20 @@
+"""Calendar facts of the Nepal Stock Exchange that more than one module needs."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+NEPAL_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")
+
+
+def nepal_today() -> date:
+    """Today's date in Nepal (UTC+05:45), which is what the exchange's dates mean."""
+    return datetime.now(NEPAL_TZ).date()
+
+
+def one_year_before(day: date) -> date:
+    """The same calendar date a year earlier (29 February maps to 28 February)."""
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:
+        return day.replace(year=day.year - 1, day=28)

@@ -1,0 +1,25 @@
+"""Market data sources. A source speaks one API's wire format and never writes to the database."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ntx.model import DateRange
+from ntx.throttle import RequestGate
+
+Wire = Any  # decoded JSON exactly as the API sent it
+
+
+class Source(Protocol):
+    """The calls the datasets need. Every HTTP request goes through the bound gate."""
+
+    def bind(self, gate: RequestGate) -> Source:
+        """The same source, with its requests going through `gate` (e.g. a per-job meter)."""
+        ...
+
+    async def companies(self) -> list[Wire]: ...
+    async def securities(self) -> list[Wire]: ...
+    async def price_history(self, security_id: int, period: DateRange) -> list[Wire]: ...
+    async def reports(self, security_id: int) -> list[Wire]: ...
+    async def dividends(self, security_id: int) -> list[Wire]: ...
+    async def ownership(self, security_id: int) -> dict[str, Wire]: ...

@@ -1,0 +1,154 @@
+"""Client for NEPSE-compatible APIs (the real exchange's public API, mirrors, the demo).
+
+Paths and paging follow `shared/design/nepse-api.md`. Identifiers are URL-encoded before they
+enter a path. Price history is paged to the end and checked: a page sequence that loses or
+repeats rows raises `MalformedResponse` instead of silently storing a partial history.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ntx import __version__
+from ntx.errors import HttpStatusError, MalformedResponse, TransportError
+from ntx.model import DateRange
+from ntx.sources import Wire
+from ntx.throttle import RequestGate
+
+PAGE_SIZE = 500  # the server's cap; it may answer with smaller pages, which is fine
+
+
+def open_client(
+    base_url: str, *, workers: int, timeout: float, verify: bool = True
+) -> httpx.AsyncClient:
+    """An HTTP client for one run: one pooled connection per worker, TLS verified by default."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=timeout,
+        verify=verify,
+        limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+        headers={"User-Agent": f"ntx/{__version__}", "Accept": "application/json"},
+    )
+
+
+def _segment(identifier: object) -> str:
+    return quote(str(identifier), safe="")
+
+
+class NepseSource:
+    """The NEPSE wire format over an `httpx.AsyncClient` whose base_url is the API root."""
+
+    def __init__(self, client: httpx.AsyncClient, gate: RequestGate) -> None:
+        self._client = client
+        self._gate = gate
+
+    def bind(self, gate: RequestGate) -> NepseSource:
+        return NepseSource(self._client, gate)
+
+    async def companies(self) -> list[Wire]:
+        return _expect_list(await self._get("/api/nots/company/list"), "company list")
+
+    async def securities(self) -> list[Wire]:
+        body = await self._get("/api/nots/security", params={"nonDelisted": "true"})
+        return _expect_list(body, "security list")
+
+    async def price_history(self, security_id: int, period: DateRange) -> list[Wire]:
+        """Every history row of `period`, all pages, checked against the server's own count."""
+        path = f"/api/nots/market/history/security/{_segment(security_id)}"
+        rows: list[Wire] = []
+        total: int | None = None
+        page = 0
+        while True:
+            params = {
+                "startDate": period.start.isoformat(),
+                "endDate": period.end.isoformat(),
+                "size": PAGE_SIZE,
+                "page": page,
+            }
+            content, total_pages, elements = _page(await self._get(path, params=params), path)
+            if total is None:
+                total = elements
+            elif elements != total:
+                raise MalformedResponse(
+                    f"{path}: totalElements changed from {total} to {elements} while paging"
+                )
+            rows.extend(content)
+            page += 1
+            if page >= total_pages or not content:
+                break
+        if len(rows) != total:
+            raise MalformedResponse(
+                f"{path}: paging gave {len(rows)} rows but the server counts {total}"
+            )
+        dates = {row.get("businessDate") if isinstance(row, dict) else None for row in rows}
+        if len(dates) != len(rows):
+            raise MalformedResponse(f"{path}: paging returned the same day twice")
+        return rows
+
+    async def reports(self, security_id: int) -> list[Wire]:
+        path = f"/api/nots/application/reports/{_segment(security_id)}"
+        return _expect_list(await self._get(path), "reports")
+
+    async def dividends(self, security_id: int) -> list[Wire]:
+        path = f"/api/nots/application/dividend/{_segment(security_id)}"
+        return _expect_list(await self._get(path), "dividends")
+
+    async def ownership(self, security_id: int) -> dict[str, Wire]:
+        body = await self._get(f"/api/nots/security/{_segment(security_id)}")
+        if not isinstance(body, dict):
+            raise MalformedResponse("security detail: expected a JSON object")
+        return body
+
+    async def _get(self, path: str, params: dict[str, Any] | None = None) -> Wire:
+        """One request through the gate; the answer's body is read before the gate closes."""
+        async with self._gate.request():
+            try:
+                response = await self._client.get(path, params=params)
+            except httpx.TimeoutException as exc:
+                raise TransportError(f"timed out: {path} ({type(exc).__name__})") from exc
+            except httpx.HTTPError as exc:
+                raise TransportError(f"{_describe(exc)}: {path}") from exc
+        if response.status_code != 200:
+            raise HttpStatusError(
+                response.status_code, path, response.headers.get("Retry-After")
+            )
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            raise MalformedResponse(f"{path}: the answer is not valid JSON ({exc})") from exc
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot connect"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return "connection broken"
+    return f"request failed ({type(exc).__name__})"
+
+
+def _expect_list(body: Wire, what: str) -> list[Wire]:
+    if not isinstance(body, list):
+        raise MalformedResponse(f"{what}: expected a JSON array, got {type(body).__name__}")
+    return body
+
+
+def _page(body: Wire, path: str) -> tuple[list[Wire], int, int]:
+    """The rows and counts of one Spring-style page, or `MalformedResponse`."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(f"{path}: expected a page object, got {type(body).__name__}")
+    content, pages, elements = (
+        body.get("content"),
+        body.get("totalPages"),
+        body.get("totalElements"),
+    )
+    if not isinstance(content, list):
+        raise MalformedResponse(f"{path}: page has no 'content' array")
+    for name, value in (("totalPages", pages), ("totalElements", elements)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MalformedResponse(f"{path}: page has no valid '{name}'")
+    assert isinstance(pages, int) and isinstance(elements, int)
+    return content, pages, elements

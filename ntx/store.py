@@ -1,0 +1,427 @@
+"""The SQLite database: schema and migrations, the writer's batched upserts, read queries.
+
+A `Store` is owned by one task at a time (the writer during a run); its methods are
+blocking and are called through `trio.to_thread.run_sync`. Every `apply` is one
+transaction: the rows of a batch of jobs and the records of those jobs commit together or
+not at all. The file is marked as ntx's own (`PRAGMA application_id`), so ntx never writes
+into a SQLite file that belongs to something else.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from ntx.datasets import DATASETS, Dataset
+from ntx.errors import StoreError, UsageError
+from ntx.model import DateRange, JobResult, Row, WriteCounts
+
+APPLICATION_ID = 0x4E545831  # "NTX1"
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 10_000
+
+# Numbered migrations, applied in order on open, each batch in one transaction.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the five datasets and ntx's own bookkeeping
+    """
+    CREATE TABLE securities (
+        id              INTEGER PRIMARY KEY,
+        symbol          TEXT NOT NULL UNIQUE,
+        name            TEXT,
+        sector          TEXT,
+        instrument_type TEXT,
+        status          TEXT,
+        security_name   TEXT,
+        company_id      INTEGER,
+        email           TEXT,
+        website         TEXT,
+        regulatory_body TEXT
+    );
+    CREATE TABLE prices (
+        security_id INTEGER NOT NULL,
+        date        TEXT NOT NULL,
+        open        REAL,
+        high        REAL,
+        low         REAL,
+        close       REAL,
+        volume      INTEGER,
+        turnover    REAL,
+        trades      INTEGER,
+        PRIMARY KEY (security_id, date)
+    ) WITHOUT ROWID;
+    CREATE TABLE reports (
+        security_id     INTEGER NOT NULL,
+        fiscal_year     TEXT NOT NULL,
+        period          TEXT NOT NULL,
+        eps             REAL,
+        pe              REAL,
+        book_value      REAL,
+        paid_up_capital REAL,
+        profit          REAL,
+        PRIMARY KEY (security_id, fiscal_year, period)
+    );
+    CREATE TABLE dividends (
+        security_id INTEGER NOT NULL,
+        fiscal_year TEXT NOT NULL,
+        cash_pct    REAL,
+        bonus_pct   REAL,
+        right_pct   REAL,
+        PRIMARY KEY (security_id, fiscal_year)
+    );
+    CREATE TABLE ownership (
+        security_id     INTEGER PRIMARY KEY,
+        listed_shares   REAL,
+        paid_up_capital REAL,
+        public_shares   REAL,
+        public_pct      REAL,
+        promoter_shares REAL,
+        promoter_pct    REAL
+    );
+    CREATE VIEW price_history AS
+        SELECT s.symbol, p.* FROM prices p JOIN securities s ON s.id = p.security_id;
+    CREATE TABLE ntx_runs (
+        id             INTEGER PRIMARY KEY,
+        started_at     TEXT NOT NULL,
+        finished_at    TEXT,
+        status         TEXT NOT NULL,
+        command        TEXT,
+        source         TEXT,
+        datasets       TEXT,
+        jobs_done      INTEGER NOT NULL DEFAULT 0,
+        jobs_failed    INTEGER NOT NULL DEFAULT 0,
+        rows_new       INTEGER NOT NULL DEFAULT 0,
+        rows_updated   INTEGER NOT NULL DEFAULT 0,
+        rows_unchanged INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE ntx_jobs (
+        run_id         INTEGER NOT NULL,
+        dataset        TEXT NOT NULL,
+        security_id    INTEGER,
+        ranges         TEXT,
+        status         TEXT NOT NULL,
+        reason         TEXT,
+        requests       INTEGER NOT NULL,
+        rows           INTEGER NOT NULL,
+        rows_new       INTEGER NOT NULL,
+        rows_updated   INTEGER NOT NULL,
+        rows_unchanged INTEGER NOT NULL,
+        finished_at    TEXT NOT NULL
+    );
+    CREATE INDEX ntx_jobs_by_run ON ntx_jobs (run_id, status);
+    CREATE TABLE ntx_coverage (
+        dataset      TEXT NOT NULL,
+        security_id  INTEGER NOT NULL,
+        covered_from TEXT,
+        covered_to   TEXT,
+        fetched_at   TEXT NOT NULL,
+        PRIMARY KEY (dataset, security_id)
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+LIST_LEVEL = 0  # ntx_coverage.security_id of a job that covers a whole list
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_path(path: Path) -> None:
+    """Pre-flight, before any fetch: `path` can become or already is an ntx database.
+
+    Never creates, changes or locks anything. Raises `UsageError` with one line otherwise.
+    """
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"--db {path}: the directory {parent} does not exist")
+    if path.is_dir():
+        raise UsageError(f"--db {path}: is a directory, not a database file")
+    if not path.exists():
+        try:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            raise UsageError(f"--db {path}: cannot create files in {parent} ({exc.strerror})") from exc
+        return
+    try:
+        with path.open("r+b") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise UsageError(f"--db {path}: cannot open it for writing ({exc.strerror})") from exc
+    if header and header != SQLITE_HEADER:
+        raise UsageError(f"--db {path}: is not a SQLite database; ntx leaves it untouched")
+    if header:
+        _check_existing(path)
+
+
+def _check_existing(path: Path) -> None:
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"--db {path}: cannot be read as a SQLite database ({exc})") from exc
+    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+        raise UsageError(f"--db {path}: is a SQLite database of another program; ntx leaves it untouched")
+    if version > SCHEMA_VERSION:
+        raise UsageError(
+            f"--db {path}: was written by a newer ntx (schema {version}, this one knows {SCHEMA_VERSION})"
+        )
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """One line of `ntx status`."""
+
+    dataset: str
+    securities: int
+    rows: int
+    first_date: str | None
+    last_date: str | None
+    last_fetched: str | None
+
+
+class Store:
+    """An open ntx database. Not thread-safe: one owner at a time, as the engine guarantees."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._upserts = {name: _UpsertSql(spec) for name, spec in DATASETS.items()}
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Store:
+        """Open (and create, and migrate) the database; `check_path` first for friendly errors."""
+        if not create and not path.exists():
+            raise UsageError(f"--db {path}: no such database (ntx backfill creates it)")
+        check_path(path)
+        try:
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            store = cls(conn, path)
+            store._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {path}: {exc}") from exc
+        return store
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        """Open an existing ntx database for reading only; never creates or migrates."""
+        if not path.is_file():
+            raise UsageError(f"--db {path}: no such database (ntx backfill creates it)")
+        check_path(path)
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            store = cls(conn, path)
+            if store.schema_version < SCHEMA_VERSION:
+                conn.close()
+                raise UsageError(f"--db {path}: older schema; any ntx backfill on it upgrades it")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {path}: {exc}") from exc
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # ------------------------------------------------------------ the writer's side
+
+    def begin_run(self, command: str, source: str, datasets: Sequence[str]) -> int:
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO ntx_runs (started_at, status, command, source, datasets)"
+                " VALUES (?, 'running', ?, ?, ?)",
+                (_now(), command, source, ",".join(datasets)),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        """Close a run record, totalling its committed jobs."""
+        with self._transaction() as conn:
+            conn.execute(
+                """
+                UPDATE ntx_runs SET finished_at = ?, status = ?,
+                    jobs_done = (SELECT count(*) FROM ntx_jobs WHERE run_id = ? AND status = 'done'),
+                    jobs_failed = (SELECT count(*) FROM ntx_jobs WHERE run_id = ? AND status = 'failed'),
+                    rows_new = (SELECT coalesce(sum(rows_new), 0) FROM ntx_jobs WHERE run_id = ?),
+                    rows_updated = (SELECT coalesce(sum(rows_updated), 0) FROM ntx_jobs WHERE run_id = ?),
+                    rows_unchanged = (SELECT coalesce(sum(rows_unchanged), 0) FROM ntx_jobs WHERE run_id = ?)
+                WHERE id = ?
+                """,
+                (_now(), status, run_id, run_id, run_id, run_id, run_id, run_id),
+            )
+
+    def apply(self, run_id: int, results: Sequence[JobResult]) -> list[WriteCounts]:
+        """Commit a batch in ONE transaction: each done job's rows, coverage and job record,
+        and each failed job's record. Returns the write counts per result, in order."""
+        counts: list[WriteCounts] = []
+        now = _now()
+        try:
+            with self._transaction() as conn:
+                for result in results:
+                    job = result.job
+                    sec_id = job.security.id if job.security else LIST_LEVEL
+                    written = WriteCounts()
+                    if result.ok:
+                        written = self._upserts[job.dataset].run(conn, result.rows)
+                        covers = job.covers
+                        conn.execute(
+                            """
+                            INSERT INTO ntx_coverage
+                                (dataset, security_id, covered_from, covered_to, fetched_at)
+                            VALUES (?, ?, ?, ?, ?)
+                            ON CONFLICT (dataset, security_id) DO UPDATE SET
+                                covered_from = coalesce(excluded.covered_from, covered_from),
+                                covered_to = coalesce(excluded.covered_to, covered_to),
+                                fetched_at = excluded.fetched_at
+                            """,
+                            (
+                                job.dataset,
+                                sec_id,
+                                covers.start.isoformat() if covers else None,
+                                covers.end.isoformat() if covers else None,
+                                now,
+                            ),
+                        )
+                    conn.execute(
+                        "INSERT INTO ntx_jobs (run_id, dataset, security_id, ranges, status,"
+                        " reason, requests, rows, rows_new, rows_updated, rows_unchanged,"
+                        " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            run_id,
+                            job.dataset,
+                            job.security.id if job.security else None,
+                            ",".join(str(r) for r in job.ranges) or None,
+                            "done" if result.ok else "failed",
+                            result.error,
+                            result.requests,
+                            len(result.rows),
+                            written.new,
+                            written.updated,
+                            written.unchanged,
+                            now,
+                        ),
+                    )
+                    counts.append(written)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path}: saving failed: {exc}") from exc
+        return counts
+
+    # ------------------------------------------------------------ reads
+
+    def coverage(self, dataset: str) -> dict[int, DateRange]:
+        """Each security's covered date range for a ranged dataset."""
+        rows = self._conn.execute(
+            "SELECT security_id, covered_from, covered_to FROM ntx_coverage"
+            " WHERE dataset = ? AND covered_from IS NOT NULL",
+            (dataset,),
+        )
+        return {
+            sec_id: DateRange(date.fromisoformat(start), date.fromisoformat(end))
+            for sec_id, start, end in rows
+        }
+
+    def status(self) -> list[DatasetStatus]:
+        """What the database holds, dataset by dataset."""
+        lines = []
+        for name, spec in DATASETS.items():
+            who = "id" if not spec.per_security else "security_id"
+            securities, rows = self._conn.execute(
+                f"SELECT count(DISTINCT {who}), count(*) FROM {spec.table}"
+            ).fetchone()
+            first = last = None
+            if "date" in spec.columns:
+                first, last = self._conn.execute(
+                    f"SELECT min(date), max(date) FROM {spec.table}"
+                ).fetchone()
+            (fetched,) = self._conn.execute(
+                "SELECT max(fetched_at) FROM ntx_coverage WHERE dataset = ?", (name,)
+            ).fetchone()
+            lines.append(DatasetStatus(name, securities, rows, first, last, fetched))
+        return lines
+
+    def last_run(self) -> dict[str, Any] | None:
+        cursor = self._conn.execute("SELECT * FROM ntx_runs ORDER BY id DESC LIMIT 1")
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cursor.description], row, strict=True))
+
+
+class _UpsertSql:
+    """Idempotent upsert of one dataset's rows, counting new, updated and unchanged rows.
+
+    `INSERT OR IGNORE` adds the rows whose key is new; an `UPDATE` guarded by `IS NOT` then
+    rewrites only the rows whose values differ, so unchanged rows are never written.
+    """
+
+    def __init__(self, spec: Dataset) -> None:
+        values = [c for c in spec.columns if c not in spec.key]
+        key_positions = [spec.columns.index(c) for c in spec.key]
+        value_positions = [spec.columns.index(c) for c in values]
+        self._insert = (
+            f"INSERT OR IGNORE INTO {spec.table} ({', '.join(spec.columns)})"
+            f" VALUES ({', '.join('?' for _ in spec.columns)})"
+        )
+        self._update = (
+            f"UPDATE {spec.table} SET {', '.join(f'{c} = ?' for c in values)}"
+            f" WHERE {' AND '.join(f'{c} = ?' for c in spec.key)}"
+            f" AND ({' OR '.join(f'{c} IS NOT ?' for c in values)})"
+            if values
+            else None
+        )
+        self._update_order = value_positions + key_positions + value_positions
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[Row]) -> WriteCounts:
+        if not rows:
+            return WriteCounts()
+        new = conn.executemany(self._insert, rows).rowcount
+        updated = 0
+        if self._update is not None:
+            order = self._update_order
+            updated = conn.executemany(
+                self._update, ([row[i] for i in order] for row in rows)
+            ).rowcount
+        return WriteCounts(new=new, updated=updated, unchanged=len(rows) - new - updated)
+
