@@ -1,0 +1,103 @@
+"""What a run tells its progress printer, and the summary it ends with.
+
+Events flow one way, from the engine and the writer to the one task that owns the terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ntx.errors import EXIT_FAILED, EXIT_OK
+from ntx.model import DateRange, WriteCounts
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    source: str
+    db_path: Path
+    workers: int
+    sleep: float
+
+
+@dataclass(frozen=True)
+class DatasetPlanned:
+    dataset: str
+    title: str
+    jobs: int
+    up_to_date: int
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    dataset: str
+    label: str
+    ranges: tuple[DateRange, ...]
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    dataset: str
+    label: str
+    rows: int
+    requests: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RowsCommitted:
+    dataset: str
+    counts: WriteCounts
+
+
+@dataclass
+class DatasetTotals:
+    """A dataset's part of a run; rows and job outcomes count only what was committed."""
+
+    dataset: str
+    title: str
+    jobs: int = 0
+    up_to_date: int = 0
+    done: int = 0
+    failed: int = 0
+    requests: int = 0
+    rows: WriteCounts = field(default_factory=WriteCounts)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class Failure:
+    dataset: str
+    label: str
+    reason: str
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a run, as printed at its end and mapped to the exit status."""
+
+    run_id: int
+    db_path: Path
+    datasets: dict[str, DatasetTotals]
+    failures: list[Failure]
+    requests: int
+    elapsed: float
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.failures else EXIT_OK
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    summary: RunSummary
+
+
+Event = RunStarted | DatasetPlanned | JobStarted | JobFinished | RowsCommitted | RunFinished

@@ -1,0 +1,310 @@
+"""The progress printer: the only task that writes to the terminal during a run.
+
+Renderers turn events into output: `RichRenderer` (live bars, for a terminal),
+`PlainRenderer` (one line per step, for pipes and logs) and `JsonRenderer` (one JSON object
+per event, for programs). They only display; what happened is decided by the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import trio
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ntx.events import (
+    DatasetPlanned,
+    Event,
+    JobFinished,
+    JobStarted,
+    RowsCommitted,
+    RunFinished,
+    RunStarted,
+    RunSummary,
+)
+from ntx.model import DateRange, WriteCounts
+
+REFRESH_SECONDS = 0.1
+MAX_FAILURES_LISTED = 20
+
+
+class Renderer(Protocol):
+    def handle(self, event: Event) -> None: ...
+    def refresh(self) -> None: ...
+    def close(self) -> None: ...
+
+
+async def run_printer(events: trio.MemoryReceiveChannel[Event], renderer: Renderer) -> None:
+    """Render events until the channel closes, refreshing at most every REFRESH_SECONDS."""
+    next_refresh = trio.current_time() + REFRESH_SECONDS
+    try:
+        async with events:
+            while True:
+                with trio.move_on_at(next_refresh):
+                    try:
+                        renderer.handle(await events.receive())
+                    except trio.EndOfChannel:
+                        break
+                if trio.current_time() >= next_refresh:
+                    renderer.refresh()
+                    next_refresh = trio.current_time() + REFRESH_SECONDS
+    finally:
+        renderer.close()
+
+
+# ------------------------------------------------------------------ shared bookkeeping
+
+
+@dataclasses.dataclass
+class _DatasetView:
+    title: str
+    jobs: int
+    up_to_date: int
+    started: int = 0
+    finished: int = 0
+    failed: int = 0
+    requests: int = 0
+    rows: WriteCounts = dataclasses.field(default_factory=WriteCounts)
+    first_start: float | None = None
+
+
+class Tracker:
+    """Display state: counts per dataset, the jobs in flight, each job's [i/N] number."""
+
+    def __init__(self) -> None:
+        self.run: RunStarted | None = None
+        self.datasets: dict[str, _DatasetView] = {}
+        self.numbers: dict[tuple[str, str], int] = {}
+        self.in_flight: dict[tuple[str, str], None] = {}
+        self.requests = 0
+
+    def handle(self, event: Event) -> None:
+        match event:
+            case RunStarted():
+                self.run = event
+            case DatasetPlanned():
+                self.datasets[event.dataset] = _DatasetView(event.title, event.jobs, event.up_to_date)
+            case JobStarted():
+                view = self.datasets[event.dataset]
+                view.started += 1
+                if view.first_start is None:
+                    view.first_start = trio.current_time()
+                self.numbers[(event.dataset, event.label)] = view.started
+                self.in_flight[(event.dataset, event.label)] = None
+            case JobFinished():
+                view = self.datasets[event.dataset]
+                view.finished += 1
+                view.failed += event.error is not None
+                view.requests += event.requests
+                self.requests += event.requests
+                self.in_flight.pop((event.dataset, event.label), None)
+            case RowsCommitted():
+                self.datasets[event.dataset].rows.add(event.counts)
+
+    def number(self, event: JobStarted | JobFinished) -> str:
+        view = self.datasets[event.dataset]
+        return f"[{self.numbers.get((event.dataset, event.label), 0)}/{view.jobs}]"
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _ranges(ranges: tuple[DateRange, ...]) -> str:
+    return f" ({', '.join(str(r) for r in ranges)})" if ranges else ""
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """The end-of-run report: one line per dataset, the failures, the database's path."""
+    lines = []
+    for totals in summary.datasets.values():
+        rows = totals.rows
+        line = (
+            f"{totals.title}: {rows.new:,} new, {rows.updated:,} updated, "
+            f"{rows.unchanged:,} unchanged, {totals.failed:,} errors "
+            f"in {format_duration(totals.elapsed)}"
+        )
+        if totals.up_to_date:
+            line += f" ({totals.up_to_date:,} already up to date)"
+        lines.append(line)
+    rate = summary.requests / summary.elapsed if summary.elapsed > 0 else 0.0
+    lines.append(
+        f"Requests: {summary.requests:,} in {format_duration(summary.elapsed)} ({rate:.1f}/s)"
+    )
+    if summary.failures:
+        lines.append(f"Failed jobs ({len(summary.failures)}):")
+        for failure in summary.failures[:MAX_FAILURES_LISTED]:
+            lines.append(f"  {failure.dataset} {failure.label}: {failure.reason}")
+        if len(summary.failures) > MAX_FAILURES_LISTED:
+            lines.append(
+                f"  ... and {len(summary.failures) - MAX_FAILURES_LISTED} more, all recorded in"
+                f" the ntx_jobs table (run {summary.run_id})"
+            )
+    lines.append(f"Database: {summary.db_path.resolve()}")
+    return lines
+
+
+# ------------------------------------------------------------------ plain lines
+
+
+class PlainRenderer:
+    """One line per step, in the spirit of a log: for pipes, files and CI."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
+        self._tracker = Tracker()
+        self._headed: set[str] = set()
+
+    def _print(self, line: str) -> None:
+        print(line, file=self._out, flush=True)
+
+    def handle(self, event: Event) -> None:
+        tracker = self._tracker
+        tracker.handle(event)
+        match event:
+            case RunStarted():
+                self._print(f"ntx: backfilling from {event.source} into {event.db_path}")
+            case DatasetPlanned() if event.jobs == 0:
+                self._print(f"=== {event.title}: all {event.up_to_date:,} securities up to date ===")
+            case JobStarted():
+                if event.dataset not in self._headed and tracker.run is not None:
+                    self._headed.add(event.dataset)
+                    self._print(
+                        f"=== Backfilling {event.dataset} ({tracker.run.workers} workers,"
+                        f" {tracker.run.sleep:g} s throttle) ==="
+                    )
+                self._print(f"{tracker.number(event)} {event.label} fetching{_ranges(event.ranges)}...")
+            case JobFinished():
+                outcome = (
+                    f"FAILED: {event.error}" if event.error else f"done ({event.rows:,} records)"
+                )
+                self._print(f"{tracker.number(event)} {event.label} {outcome}")
+            case RunFinished():
+                for line in summary_lines(event.summary):
+                    self._print(line)
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------ JSON lines
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, DateRange | Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+class JsonRenderer:
+    """One JSON object per event, `{"event": "job_finished", ...}`, for other programs."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
+
+    def handle(self, event: Event) -> None:
+        name = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(event).__name__)
+        payload = {"event": name.lstrip("_"), **dataclasses.asdict(event)}
+        if isinstance(event, RunFinished):
+            payload["exit_code"] = event.summary.exit_code
+        print(json.dumps(payload, default=_jsonable), file=self._out, flush=True)
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------ rich live bars
+
+
+class RichRenderer:
+    """Live bars, one per dataset, and the symbols in flight; the summary when done."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._console = console or Console()
+        self._tracker = Tracker()
+        self._live = Live(console=self._console, auto_refresh=False, transient=False)
+        self._live.start()
+
+    def handle(self, event: Event) -> None:
+        self._tracker.handle(event)
+        if isinstance(event, RunStarted):
+            self._console.print(
+                f"[bold]ntx[/] backfilling from {event.source} into {event.db_path}"
+                f" ({event.workers} workers, {event.sleep:g} s throttle)"
+            )
+        elif isinstance(event, RunFinished):
+            self.refresh()
+            self._live.stop()
+            for line in summary_lines(event.summary):
+                self._console.print(line, highlight=False)
+
+    def refresh(self) -> None:
+        if self._live.is_started:
+            self._live.update(self._render(), refresh=True)
+
+    def close(self) -> None:
+        if self._live.is_started:
+            self.refresh()
+            self._live.stop()
+
+    def _render(self) -> Group:
+        now = trio.current_time()
+        table = Table.grid(padding=(0, 2))
+        for _ in range(7):
+            table.add_column()
+        for view in self._tracker.datasets.values():
+            elapsed = now - view.first_start if view.first_start is not None else 0.0
+            rate = view.requests / elapsed if elapsed > 0 else 0.0
+            remaining = view.jobs - view.finished
+            eta = "-"
+            if remaining == 0:
+                eta = "done"
+            elif view.finished and elapsed > 0:
+                eta = format_duration(remaining * elapsed / view.finished)
+            errors = Text(f"{view.failed} errors", style="red" if view.failed else "dim")
+            table.add_row(
+                Text(view.title, style="bold"),
+                ProgressBar(total=max(view.jobs, 1), completed=view.finished if view.jobs else 1, width=30),
+                f"{view.finished:,}/{view.jobs:,}",
+                f"{rate:5.1f} req/s",
+                f"ETA {eta}",
+                f"{view.rows.new:,} new, {view.rows.updated:,} updated",
+                errors,
+            )
+        flying = [label for (_, label) in self._tracker.in_flight]
+        line = Text("in flight: ", style="dim")
+        line.append(" ".join(flying[:12]) + (" ..." if len(flying) > 12 else "") or "-")
+        return Group(table, line)
+
+
+def choose_renderer(mode: str, out: TextIO | None = None) -> Renderer:
+    """`auto` is rich on a terminal and plain lines otherwise."""
+    out = out or sys.stdout
+    if mode == "auto":
+        mode = "rich" if out.isatty() else "plain"
+    if mode == "rich":
+        return RichRenderer(Console(file=out, force_terminal=True))
+    if mode == "json":
+        return JsonRenderer(out)
+    return PlainRenderer(out)
+
