@@ -1,0 +1,251 @@
+"""The command line: Typer commands, flag parsing and exit statuses. No business logic.
+
+Exit statuses: 0 all jobs done, 1 some failed or the run could not go on, 2 bad usage,
+130 interrupted. Every error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import trio
+import typer
+
+from ntx import __version__
+from ntx.errors import EXIT_INTERRUPTED, EXIT_USAGE, NtxError, UsageError, reportable
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="ntx",
+    help="Backfill a stock exchange's market data into a local SQLite database.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+demo_app = typer.Typer(help="The built-in demo exchange.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"ntx: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run `action`, turning ntx's errors and Ctrl-C into one line and an exit status."""
+    try:
+        return action()
+    except BaseException as exc:  # noqa: BLE001 - every way out gets a clean message
+        if isinstance(exc, typer.Exit | SystemExit):
+            raise
+        error = reportable(exc)
+        if isinstance(error, KeyboardInterrupt):
+            typer.echo("ntx: interrupted; everything fetched so far was saved", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        if isinstance(error, NtxError):
+            _fail(str(error), error.exit_code)
+        raise
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ntx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """ntx backfills market data (companies, prices, reports, dividends, ownership) for every
+    listed security from a rate-limited HTTP API into SQLite: concurrently, politely, exactly."""
+
+
+@app.command()
+def backfill(
+    companies: bool = typer.Option(False, "--companies", help="Fetch the company and security lists."),
+    prices: bool = typer.Option(False, "--prices", help="Fetch daily price history."),
+    reports: bool = typer.Option(False, "--reports", help="Fetch quarterly and annual reports."),
+    dividends: bool = typer.Option(False, "--dividends", help="Fetch dividends."),
+    ownership: bool = typer.Option(False, "--ownership", help="Fetch share ownership."),
+    symbols: str | None = typer.Option(
+        None, "--symbols", metavar="NABIL,ADBL", help="Only these securities (case-insensitive)."
+    ),
+    all_instruments: bool = typer.Option(
+        False, "--all-instruments", help="Every listed security, not only active equities."
+    ),
+    start: str | None = typer.Option(
+        None, "--from", metavar="YYYY-MM-DD", help="First day of prices [default: a year before --to]."
+    ),
+    end: str | None = typer.Option(
+        None, "--to", metavar="YYYY-MM-DD", help="Last day of prices [default: today in Nepal]."
+    ),
+    workers: str | None = typer.Option(
+        None, "--workers", "-w", metavar="N", help="Requests in flight at most [default: 5; NTX_WORKERS]."
+    ),
+    sleep: str | None = typer.Option(
+        None, "--sleep", metavar="SECONDS", help="Pause after every request, per worker [default: 0.2; NTX_SLEEP]."
+    ),
+    timeout: str | None = typer.Option(
+        None, "--timeout", metavar="SECONDS", help="Limit per request [default: 30; NTX_TIMEOUT]."
+    ),
+    force: bool = typer.Option(False, "--force", help="Fetch the whole price range again."),
+    db: str | None = typer.Option(
+        None, "--db", metavar="PATH", help="The database [default: ntx.db, ntx-demo.db with --demo; NTX_DB]."
+    ),
+    api: str | None = typer.Option(
+        None, "--api", metavar="URL", help="Base URL of a NEPSE-compatible API [NTX_API]."
+    ),
+    demo: bool = typer.Option(False, "--demo", help="Backfill from the built-in demo exchange."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Do not verify TLS certificates (warned; avoid) [NTX_INSECURE]."
+    ),
+    progress: str | None = typer.Option(
+        None, "--progress", metavar="auto|rich|plain|json", help="Progress display [default: auto; NTX_PROGRESS]."
+    ),
+    demo_securities: str = typer.Option("600", "--demo-securities", metavar="N", help="With --demo: securities."),
+    demo_seed: str = typer.Option("1", "--demo-seed", metavar="N", help="With --demo: the market's seed."),
+    demo_latency_ms: str = typer.Option("40", "--demo-latency-ms", metavar="MS", help="With --demo: latency."),
+) -> None:
+    """Fetch market data into the database. No dataset flag means all five."""
+    from ntx.backfill import run_backfill
+    from ntx.progress import choose_renderer
+    from ntx.settings import DemoOptions, resolve_backfill
+
+    def run() -> int:
+        demo_options = (
+            DemoOptions(
+                securities=_int_flag("--demo-securities", demo_securities, 1),
+                seed=_int_flag("--demo-seed", demo_seed, 0),
+                latency_ms=_float_flag("--demo-latency-ms", demo_latency_ms),
+            )
+            if demo
+            else None
+        )
+        settings = resolve_backfill(
+            datasets={
+                "companies": companies,
+                "prices": prices,
+                "reports": reports,
+                "dividends": dividends,
+                "ownership": ownership,
+            },
+            symbols=symbols,
+            all_instruments=all_instruments,
+            start=start,
+            end=end,
+            workers=workers,
+            sleep=sleep,
+            timeout=timeout,
+            force=force,
+            db=db,
+            api=api,
+            demo=demo_options,
+            insecure=insecure,
+            progress=progress,
+        )
+        if settings.insecure and (settings.api or "").startswith("https://"):
+            typer.echo("ntx: warning: TLS certificate verification is OFF (--insecure)", err=True)
+        renderer = choose_renderer(settings.progress)
+        command = shlex.join(["ntx", *sys.argv[1:]])
+        summary = trio.run(run_backfill, settings, renderer, command)
+        return summary.exit_code
+
+    raise typer.Exit(_guarded(run))
+
+
+@app.command()
+def status(
+    db: str | None = typer.Option(None, "--db", metavar="PATH", help="The database [default: ntx.db; NTX_DB]."),
+) -> None:
+    """Show what the database holds, per dataset."""
+    from ntx.settings import resolve_db
+    from ntx.status import print_status
+    from ntx.store import Store
+
+    def show() -> None:
+        path = resolve_db(db)
+        store = Store.open_readonly(path)
+        try:
+            print_status(store)
+        finally:
+            store.close()
+
+    _guarded(show)
+
+
+@demo_app.command("serve")
+def demo_serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback unless told)."),
+    port: str = typer.Option("8000", "--port", metavar="PORT", help="Port; 0 picks a free one."),
+    securities: str = typer.Option("600", "--securities", metavar="N", help="How many securities."),
+    seed: str = typer.Option("1", "--seed", metavar="N", help="The market's seed: same seed, same data."),
+    latency_ms: str = typer.Option("40", "--latency-ms", metavar="MS", help="Delay of every answer."),
+) -> None:
+    """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
+    from ntx.demo.app import DemoApp
+    from ntx.demo.market import Market
+    from ntx.demo.server import is_loopback, serve
+
+    def run() -> None:
+        port_number = _int_flag("--port", port, 0, 65535)
+        market = Market(_int_flag("--seed", seed, 0), _int_flag("--securities", securities, 1))
+        app_ = DemoApp(market, latency=_float_flag("--latency-ms", latency_ms) / 1000)
+        if not is_loopback(host):
+            typer.echo(f"ntx: warning: the demo exchange listens on {host}, not only this machine", err=True)
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(lambda task_status: serve(
+                    app_, host=host, port=port_number, quiet=False, task_status=task_status
+                ))
+                equities = sum(
+                    1 for s in market.securities if s.instrument_type == "Equity" and s.status == "A"
+                )
+                typer.echo(
+                    f"Demo exchange at {url}: {len(market.securities)} securities"
+                    f" ({equities} active equities), seed {market.seed},"
+                    f" {app_.latency * 1000:g} ms latency. Ctrl-C stops it.",
+                )
+
+        try:
+            trio.run(main)
+        except KeyboardInterrupt:
+            typer.echo("Demo exchange stopped.")
+        except OSError as exc:
+            raise NtxError(f"cannot listen on {host}:{port_number}: {exc.strerror or exc}") from exc
+
+    _guarded(run)
+
+
+def _int_flag(flag: str, value: str, low: int, high: int | None = None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if number < low or (high is not None and number > high):
+        upper = f" to {high}" if high is not None else " or more"
+        raise UsageError(f"{flag} must be a whole number from {low}{upper}, got {value!r}")
+    return number
+
+
+def _float_flag(flag: str, value: str) -> float:
+    from ntx.settings import parse_sleep
+
+    return parse_sleep(value, flag)
+
+
+def main() -> None:
+    """Entry point of the `ntx` command."""
+    app()
+
+
+__all__ = ["EXIT_USAGE", "app", "main"]
