@@ -218,10 +218,15 @@ def demo_serve(
 
         try:
             trio.run(main)
-        except KeyboardInterrupt:
-            typer.echo("Demo exchange stopped.")
-        except OSError as exc:
-            raise NtxError(f"cannot listen on {host}:{port_number}: {exc.strerror or exc}") from exc
+        except BaseException as exc:  # noqa: BLE001 - trio wraps them in exception groups
+            error = reportable(exc)
+            if isinstance(error, KeyboardInterrupt):
+                typer.echo("Demo exchange stopped.")
+                return
+            if isinstance(error, OSError):
+                reason = error.strerror or str(error)
+                raise NtxError(f"cannot listen on {host}:{port_number}: {reason}") from exc
+            raise
 
     _guarded(run)
 

@@ -23,11 +23,20 @@ PAGE_SIZE = 500  # the server's cap; it may answer with smaller pages, which is 
 
 
 def open_client(
-    base_url: str, *, workers: int, timeout: float, verify: bool = True
+    base_url: str,
+    *,
+    workers: int,
+    timeout: float,
+    verify: bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """An HTTP client for one run: one pooled connection per worker, TLS verified by default."""
+    """An HTTP client for one run: one pooled connection per worker, TLS verified by default.
+
+    `transport` replaces the network (tests pass an `httpx.MockTransport`).
+    """
     return httpx.AsyncClient(
         base_url=base_url,
+        transport=transport,
         timeout=timeout,
         verify=verify,
         limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),

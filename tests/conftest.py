@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+
+import pytest
+import trio
+
+from ntx.demo.app import DemoApp
+from ntx.demo.market import Market
+from ntx.demo.server import serve
+from tests.helpers import TODAY, RecordingApp
+
+
+@pytest.fixture
+def start_demo(nursery: trio.Nursery) -> Callable[..., object]:
+    """Start a real demo exchange (hypercorn on 127.0.0.1, free port) wrapped in a recorder.
+
+    Returns an async function: `url, recorder = await start_demo(securities=30, latency=0.0)`.
+    """
+
+    async def start(securities: int = 30, seed: int = 7, latency: float = 0.0) -> tuple[str, RecordingApp]:
+        market = Market(seed=seed, securities=securities, today=TODAY)
+        recorder = RecordingApp(DemoApp(market, latency=latency))
+        url = await nursery.start(partial(serve, recorder))  # type: ignore[arg-type]
+        return url, recorder
+
+    return start
+
+
+@pytest.fixture
+async def demo_url(start_demo: Callable[..., object]) -> AsyncIterator[tuple[str, RecordingApp]]:
+    yield await start_demo()  # type: ignore[misc]

@@ -1,0 +1,161 @@
+"""Test helpers: a recording wrapper around the demo app, a fake network for MockClock
+tests, and the database-versus-oracle comparison."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from ntx.datasets import DATASETS
+from ntx.demo.app import DemoApp
+from ntx.demo.market import Market
+from ntx.model import DateRange
+
+REPO = Path(__file__).resolve().parents[1]
+TODAY = date(2026, 6, 30)  # the test market's "today": a fixed day keeps the oracle fixed
+
+
+@dataclass
+class Seen:
+    """One request as the server saw it (times on the server's trio clock)."""
+
+    method: str
+    path: str
+    query: str
+    started: float
+    finished: float = 0.0
+    status: int = 0
+
+
+@dataclass
+class RecordingApp:
+    """ASGI wrapper: records every request and the most requests ever in flight at once.
+
+    `fail` maps a path to the status to answer instead of the demo's answer.
+    """
+
+    app: DemoApp
+    seen: list[Seen] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    fail: dict[str, int] = field(default_factory=dict)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = Seen(scope["method"], scope["path"], scope["query_string"].decode(), trio.current_time())
+        self.seen.append(record)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+        async def recording_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+            await send(message)
+
+        try:
+            if scope["path"] in self.fail:
+                await trio.sleep(self.app.latency)
+                record.status = self.fail[scope["path"]]
+                await send({"type": "http.response.start", "status": record.status, "headers": []})
+                await send({"type": "http.response.body", "body": b"{}"})
+            else:
+                await self.app(scope, receive, recording_send)
+        finally:
+            self.in_flight -= 1
+            record.finished = trio.current_time()
+
+    def paths(self, fragment: str) -> list[Seen]:
+        return [s for s in self.seen if fragment in s.path]
+
+
+def mock_network(market: Market, latency: float, log: list[tuple[float, float]] | None = None,
+                 fail: dict[str, int] | None = None) -> httpx.MockTransport:
+    """The demo exchange as an in-memory transport with fixed latency (for MockClock tests).
+
+    `log` receives (start, end) of every request on trio's clock.
+    """
+    app = DemoApp(market, latency=0)
+    state = {"in_flight": 0, "max": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        started = trio.current_time()
+        state["in_flight"] += 1
+        state["max"] = max(state["max"], state["in_flight"])
+        try:
+            await trio.sleep(latency)
+        finally:
+            state["in_flight"] -= 1
+        if log is not None:
+            log.append((started, trio.current_time()))
+        if fail and request.url.path in fail:
+            return httpx.Response(fail[request.url.path], json={})
+        status, body = app.answer(request.method, request.url.path, request.url.query)
+        return httpx.Response(status, json=body)
+
+    transport = httpx.MockTransport(handler)
+    transport.state = state  # type: ignore[attr-defined]
+    return transport
+
+
+def table(db: Path, name: str) -> list[tuple[Any, ...]]:
+    """All rows of a dataset table in key order."""
+    spec = next(s for s in DATASETS.values() if s.table == name)
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            f"SELECT {', '.join(spec.columns)} FROM {name} ORDER BY {', '.join(spec.key)}"
+        ).fetchall()
+
+
+def expected_tables(market: Market, period: DateRange, universe: list[int]) -> dict[str, list[tuple[Any, ...]]]:
+    """What a correct backfill of `universe` over `period` stores, in key order."""
+    prices = sorted(row for sid in universe for row in market.expected_prices(sid, period))
+    return {
+        "securities": sorted(market.expected_securities()),
+        "prices": prices,
+        "reports": sorted(row for sid in universe for row in market.expected_reports(sid)),
+        "dividends": sorted(row for sid in universe for row in market.expected_dividends(sid)),
+        "ownership": sorted(market.expected_ownership(sid) for sid in universe),
+    }
+
+
+def default_universe(market: Market) -> list[int]:
+    return [s.security_id for s in market.securities if s.instrument_type == "Equity" and s.status == "A"]
+
+
+def ntx_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NTX_")}
+    env["NTX_CONFIG"] = ""
+    env["XDG_CONFIG_HOME"] = "/nonexistent-ntx-test-config"
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def run_ntx(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`ntx ARGS` as a real subprocess (blocking; for sync tests)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ntx", *args],
+        capture_output=True, text=True, cwd=cwd, env=ntx_env(), timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+async def run_ntx_async(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`ntx ARGS` as a real subprocess, awaited from a trio test (the server keeps serving)."""
+    result = await trio.run_process(
+        [sys.executable, "-m", "ntx", *args],
+        capture_stdout=True, capture_stderr=True, check=False, cwd=cwd, env=ntx_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )

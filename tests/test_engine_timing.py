@@ -1,0 +1,119 @@
+"""The engine's concurrency and pacing, exactly, under trio's MockClock.
+
+The real engine, source and store run against an in-memory network of fixed latency L.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from ntx.demo.market import Market
+from ntx.engine import Engine, RunPlan
+from ntx.events import Event
+from ntx.model import DateRange
+from ntx.sources.nepse import NepseSource, open_client
+from ntx.throttle import Throttle
+from tests.helpers import TODAY, default_universe, mock_network
+
+
+@pytest.fixture
+def mock_clock() -> MockClock:
+    return MockClock(autojump_threshold=0)
+
+
+async def _drain(receive: trio.MemoryReceiveChannel[Event]) -> None:
+    async for _ in receive:
+        pass
+
+
+async def run_engine(
+    tmp_path: Path,
+    market: Market,
+    *,
+    workers: int,
+    sleep: float,
+    latency: float,
+    datasets: tuple[str, ...] = ("ownership",),
+    log: list[tuple[float, float]] | None = None,
+    fail: dict[str, int] | None = None,
+) -> tuple[object, Throttle, dict[str, int]]:
+    transport = mock_network(market, latency, log, fail)
+    throttle = Throttle(sleep)
+    plan = RunPlan(
+        datasets=datasets,
+        db_path=tmp_path / "t.db",
+        period=DateRange(TODAY.replace(month=1, day=1), TODAY),
+        today=TODAY,
+        workers=workers,
+    )
+    send, receive = trio.open_memory_channel[Event](0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_drain, receive)
+        async with send:
+            # The network is the only fake: everything above the transport is real.
+            client = open_client("http://demo.test", workers=workers, timeout=30, transport=transport)
+            async with client:
+                summary = await Engine(plan, NepseSource(client, throttle), throttle, send).run()
+    return summary, throttle, transport.state  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("workers", "sleep", "latency"), [(5, 0.2, 0.05), (16, 0.0, 0.02), (3, 0.5, 0.3)])
+async def test_throughput_is_workers_over_latency_plus_sleep(
+    mock_clock: MockClock, tmp_path: Path, workers: int, sleep: float, latency: float
+) -> None:
+    market = Market(seed=3, securities=400, today=TODAY)
+    log: list[tuple[float, float]] = []
+    summary, throttle, network = await run_engine(
+        tmp_path, market, workers=workers, sleep=sleep, latency=latency, log=log
+    )
+    jobs = len(default_universe(market))
+    assert summary.datasets["ownership"].done == jobs  # type: ignore[attr-defined]
+    per_security = log[2:]  # the two list requests come first, one after the other
+    assert len(per_security) == jobs
+    first_start = per_security[0][0]
+    last_slot_free = max(end for _, end in per_security) + sleep
+    achieved = jobs / (last_slot_free - first_start)
+    bound = workers / (latency + sleep)
+    # The last round may be partial: compare over whole rounds of `workers` jobs.
+    rounds = -(-jobs // workers)
+    assert last_slot_free - first_start == pytest.approx(rounds * (latency + sleep), rel=1e-9)
+    full_rounds_rate = rounds * workers / (last_slot_free - first_start)
+    assert abs(full_rounds_rate - bound) / bound < 0.01
+    assert achieved <= bound * 1.0000001
+    assert network["max"] == workers
+    assert throttle.max_in_flight == workers
+
+
+async def test_never_more_than_workers_in_flight_and_slots_sleep_after_every_request(
+    mock_clock: MockClock, tmp_path: Path
+) -> None:
+    market = Market(seed=5, securities=120, today=TODAY)
+    log: list[tuple[float, float]] = []
+    _, throttle, network = await run_engine(
+        tmp_path, market, workers=1, sleep=0.5, latency=0.07, datasets=("prices", "reports"), log=log
+    )
+    assert network["max"] == 1 and throttle.max_in_flight == 1
+    gaps = [start - prev_end for (_, prev_end), (start, _) in zip(log, log[1:])]
+    assert gaps and all(gap == pytest.approx(0.5) for gap in gaps)
+
+
+async def test_failed_requests_are_throttled_too_and_isolated(
+    mock_clock: MockClock, tmp_path: Path
+) -> None:
+    market = Market(seed=5, securities=60, today=TODAY)
+    victim = default_universe(market)[0]
+    log: list[tuple[float, float]] = []
+    summary, _, _ = await run_engine(
+        tmp_path, market, workers=1, sleep=0.25, latency=0.01, log=log,
+        fail={f"/api/nots/security/{victim}": 500},
+    )
+    gaps = [start - prev_end for (_, prev_end), (start, _) in zip(log, log[1:])]
+    assert all(gap == pytest.approx(0.25) for gap in gaps)
+    totals = summary.datasets["ownership"]  # type: ignore[attr-defined]
+    assert totals.failed == 1 and totals.done == len(default_universe(market)) - 1
+    assert [f.label for f in summary.failures] == [market.by_id[victim].symbol]  # type: ignore[attr-defined]
+    assert "HTTP 500" in summary.failures[0].reason  # type: ignore[attr-defined]

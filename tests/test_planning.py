@@ -1,0 +1,64 @@
+"""Job planning and date ranges: coverage stays one exact range, whatever is asked."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ntx.datasets import PRICES, REPORTS, plan_jobs
+from ntx.model import DateRange, Security
+
+DAY0 = date(2020, 1, 1)
+day = st.integers(0, 2000).map(lambda n: DAY0 + timedelta(days=n))
+
+
+@st.composite
+def ranges(draw: st.DrawFn) -> DateRange:
+    a, b = draw(day), draw(day)
+    return DateRange(min(a, b), max(a, b))
+
+
+def days_of(r: DateRange) -> set[date]:
+    return {r.start + timedelta(days=i) for i in range(r.days)}
+
+
+@given(period=ranges(), covered=st.none() | ranges())
+def test_missing_parts_grow_coverage_into_one_range(period: DateRange, covered: DateRange | None) -> None:
+    parts = period.missing_from(covered)
+    fetched = set().union(*(days_of(p) for p in parts)) if parts else set()
+    known = days_of(covered) if covered else set()
+    assert not fetched & known  # nothing stored is fetched again
+    assert days_of(period) <= fetched | known  # everything asked for is there afterwards
+    whole = fetched | known
+    assert whole == days_of(DateRange(min(whole), max(whole)))  # one range, no hole
+
+
+@given(period=ranges(), covered=st.none() | ranges(), force=st.booleans(), today_offset=st.integers(-5, 2100))
+def test_planned_jobs_cover_what_they_claim(
+    period: DateRange, covered: DateRange | None, force: bool, today_offset: int
+) -> None:
+    today = DAY0 + timedelta(days=today_offset)
+    sec = Security(1, "A")
+    jobs = list(plan_jobs(PRICES, [sec], period=period, today=today, coverage={1: covered} if covered else {}, force=force))
+    if not jobs:
+        assert not force and covered is not None and days_of(period) <= days_of(covered)
+        return
+    (job,) = jobs
+    fetched = set().union(*(days_of(r) for r in job.ranges))
+    claim = days_of(job.covers) if job.covers else set()
+    known = days_of(covered) if covered else set()
+    assert claim <= fetched | known  # coverage never claims a day that was not fetched
+    assert all(d < today for d in claim)  # today may still change: never covered
+    if force:
+        assert days_of(period) <= fetched  # --force fetches the whole period again
+    else:
+        assert days_of(period) <= fetched | known
+        assert not fetched & known  # and nothing already covered
+
+
+def test_snapshot_datasets_plan_one_job_per_security() -> None:
+    secs = [Security(i, f"S{i}") for i in range(5)]
+    jobs = list(plan_jobs(REPORTS, secs, period=DateRange(DAY0, DAY0), today=DAY0, coverage={}))
+    assert [j.security for j in jobs] == secs and all(not j.ranges for j in jobs)
