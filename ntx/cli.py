@@ -41,7 +41,7 @@ def _guarded(action: Callable[[], T]) -> T:
     """Run `action`, turning ntx's errors and Ctrl-C into one line and an exit status."""
     try:
         return action()
-    except BaseException as exc:  # noqa: BLE001 - every way out gets a clean message
+    except BaseException as exc:
         if isinstance(exc, typer.Exit | SystemExit):
             raise
         error = reportable(exc)
@@ -71,7 +71,9 @@ def main_options(
 
 @app.command()
 def backfill(
-    companies: bool = typer.Option(False, "--companies", help="Fetch the company and security lists."),
+    companies: bool = typer.Option(
+        False, "--companies", help="Fetch the company and security lists."
+    ),
     prices: bool = typer.Option(False, "--prices", help="Fetch daily price history."),
     reports: bool = typer.Option(False, "--reports", help="Fetch quarterly and annual reports."),
     dividends: bool = typer.Option(False, "--dividends", help="Fetch dividends."),
@@ -83,23 +85,36 @@ def backfill(
         False, "--all-instruments", help="Every listed security, not only active equities."
     ),
     start: str | None = typer.Option(
-        None, "--from", metavar="YYYY-MM-DD", help="First day of prices [default: a year before --to]."
+        None,
+        "--from",
+        metavar="YYYY-MM-DD",
+        help="First day of prices [default: a year before --to].",
     ),
     end: str | None = typer.Option(
         None, "--to", metavar="YYYY-MM-DD", help="Last day of prices [default: today in Nepal]."
     ),
     workers: str | None = typer.Option(
-        None, "--workers", "-w", metavar="N", help="Requests in flight at most [default: 5; NTX_WORKERS]."
+        None,
+        "--workers",
+        "-w",
+        metavar="N",
+        help="Requests in flight at most [default: 5; NTX_WORKERS].",
     ),
     sleep: str | None = typer.Option(
-        None, "--sleep", metavar="SECONDS", help="Pause after every request, per worker [default: 0.2; NTX_SLEEP]."
+        None,
+        "--sleep",
+        metavar="SECONDS",
+        help="Pause after every request, per worker [default: 0.2; NTX_SLEEP].",
     ),
     timeout: str | None = typer.Option(
         None, "--timeout", metavar="SECONDS", help="Limit per request [default: 30; NTX_TIMEOUT]."
     ),
     force: bool = typer.Option(False, "--force", help="Fetch the whole price range again."),
     db: str | None = typer.Option(
-        None, "--db", metavar="PATH", help="The database [default: ntx.db, ntx-demo.db with --demo; NTX_DB]."
+        None,
+        "--db",
+        metavar="PATH",
+        help="The database [default: ntx.db, ntx-demo.db with --demo; NTX_DB].",
     ),
     api: str | None = typer.Option(
         None, "--api", metavar="URL", help="Base URL of a NEPSE-compatible API [NTX_API]."
@@ -109,11 +124,20 @@ def backfill(
         False, "--insecure", help="Do not verify TLS certificates (warned; avoid) [NTX_INSECURE]."
     ),
     progress: str | None = typer.Option(
-        None, "--progress", metavar="auto|rich|plain|json", help="Progress display [default: auto; NTX_PROGRESS]."
+        None,
+        "--progress",
+        metavar="auto|rich|plain|json",
+        help="Progress display [default: auto; NTX_PROGRESS].",
     ),
-    demo_securities: str = typer.Option("600", "--demo-securities", metavar="N", help="With --demo: securities."),
-    demo_seed: str = typer.Option("1", "--demo-seed", metavar="N", help="With --demo: the market's seed."),
-    demo_latency_ms: str = typer.Option("40", "--demo-latency-ms", metavar="MS", help="With --demo: latency."),
+    demo_securities: str = typer.Option(
+        "600", "--demo-securities", metavar="N", help="With --demo: securities."
+    ),
+    demo_seed: str = typer.Option(
+        "1", "--demo-seed", metavar="N", help="With --demo: the market's seed."
+    ),
+    demo_latency_ms: str = typer.Option(
+        "40", "--demo-latency-ms", metavar="MS", help="With --demo: latency."
+    ),
 ) -> None:
     """Fetch market data into the database. No dataset flag means all five."""
     from ntx.backfill import run_backfill
@@ -164,7 +188,9 @@ def backfill(
 
 @app.command()
 def status(
-    db: str | None = typer.Option(None, "--db", metavar="PATH", help="The database [default: ntx.db; NTX_DB]."),
+    db: str | None = typer.Option(
+        None, "--db", metavar="PATH", help="The database [default: ntx.db; NTX_DB]."
+    ),
 ) -> None:
     """Show what the database holds, per dataset."""
     from ntx.settings import resolve_db
@@ -184,11 +210,17 @@ def status(
 
 @demo_app.command("serve")
 def demo_serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback unless told)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (loopback unless told)."
+    ),
     port: str = typer.Option("8000", "--port", metavar="PORT", help="Port; 0 picks a free one."),
     securities: str = typer.Option("600", "--securities", metavar="N", help="How many securities."),
-    seed: str = typer.Option("1", "--seed", metavar="N", help="The market's seed: same seed, same data."),
-    latency_ms: str = typer.Option("40", "--latency-ms", metavar="MS", help="Delay of every answer."),
+    seed: str = typer.Option(
+        "1", "--seed", metavar="N", help="The market's seed: same seed, same data."
+    ),
+    latency_ms: str = typer.Option(
+        "40", "--latency-ms", metavar="MS", help="Delay of every answer."
+    ),
 ) -> None:
     """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
     from ntx.demo.app import DemoApp
@@ -200,15 +232,22 @@ def demo_serve(
         market = Market(_int_flag("--seed", seed, 0), _int_flag("--securities", securities, 1))
         app_ = DemoApp(market, latency=_float_flag("--latency-ms", latency_ms) / 1000)
         if not is_loopback(host):
-            typer.echo(f"ntx: warning: the demo exchange listens on {host}, not only this machine", err=True)
+            typer.echo(
+                f"ntx: warning: the demo exchange listens on {host}, not only this machine",
+                err=True,
+            )
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
-                url = await nursery.start(lambda task_status: serve(
-                    app_, host=host, port=port_number, quiet=False, task_status=task_status
-                ))
+                url = await nursery.start(
+                    lambda task_status: serve(
+                        app_, host=host, port=port_number, quiet=False, task_status=task_status
+                    )
+                )
                 equities = sum(
-                    1 for s in market.securities if s.instrument_type == "Equity" and s.status == "A"
+                    1
+                    for s in market.securities
+                    if s.instrument_type == "Equity" and s.status == "A"
                 )
                 typer.echo(
                     f"Demo exchange at {url}: {len(market.securities)} securities"
@@ -218,7 +257,7 @@ def demo_serve(
 
         try:
             trio.run(main)
-        except BaseException as exc:  # noqa: BLE001 - trio wraps them in exception groups
+        except BaseException as exc:
             error = reportable(exc)
             if isinstance(error, KeyboardInterrupt):
                 typer.echo("Demo exchange stopped.")

@@ -48,7 +48,9 @@ def _shape_checked(convert: Callable[[Any, Job], list[Row]]) -> Callable[[Any, J
         try:
             return convert(wire, job)
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-            raise MalformedResponse(f"unexpected answer shape: {type(exc).__name__}: {exc}") from exc
+            raise MalformedResponse(
+                f"unexpected answer shape: {type(exc).__name__}: {exc}"
+            ) from exc
 
     return checked
 

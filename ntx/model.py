@@ -51,9 +51,8 @@ class DateRange:
 
     def touches(self, other: DateRange) -> bool:
         """True when the two ranges overlap or are adjacent (their union is one range)."""
-        return (
-            self.start <= other.end + timedelta(days=1)
-            and other.start <= self.end + timedelta(days=1)
+        return self.start <= other.end + timedelta(days=1) and other.start <= self.end + timedelta(
+            days=1
         )
 
 

@@ -91,7 +91,9 @@ class Tracker:
             case RunStarted():
                 self.run = event
             case DatasetPlanned():
-                self.datasets[event.dataset] = _DatasetView(event.title, event.jobs, event.up_to_date)
+                self.datasets[event.dataset] = _DatasetView(
+                    event.title, event.jobs, event.up_to_date
+                )
             case JobStarted():
                 view = self.datasets[event.dataset]
                 view.started += 1
@@ -117,7 +119,7 @@ class Tracker:
 def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -179,7 +181,9 @@ class PlainRenderer:
             case RunStarted():
                 self._print(f"ntx: backfilling from {event.source} into {event.db_path}")
             case DatasetPlanned() if event.jobs == 0:
-                self._print(f"=== {event.title}: all {event.up_to_date:,} securities up to date ===")
+                self._print(
+                    f"=== {event.title}: all {event.up_to_date:,} securities up to date ==="
+                )
             case JobStarted():
                 if event.dataset not in self._headed and tracker.run is not None:
                     self._headed.add(event.dataset)
@@ -187,7 +191,9 @@ class PlainRenderer:
                         f"=== Backfilling {event.dataset} ({tracker.run.workers} workers,"
                         f" {tracker.run.sleep:g} s throttle) ==="
                     )
-                self._print(f"{tracker.number(event)} {event.label} fetching{_ranges(event.ranges)}...")
+                self._print(
+                    f"{tracker.number(event)} {event.label} fetching{_ranges(event.ranges)}..."
+                )
             case JobFinished():
                 outcome = (
                     f"FAILED: {event.error}" if event.error else f"done ({event.rows:,} records)"
@@ -284,7 +290,9 @@ class RichRenderer:
             errors = Text(f"{view.failed} errors", style="red" if view.failed else "dim")
             table.add_row(
                 Text(view.title, style="bold"),
-                ProgressBar(total=max(view.jobs, 1), completed=view.finished if view.jobs else 1, width=30),
+                ProgressBar(
+                    total=max(view.jobs, 1), completed=view.finished if view.jobs else 1, width=30
+                ),
                 f"{view.finished:,}/{view.jobs:,}",
                 f"{rate:5.1f} req/s",
                 f"ETA {eta}",
@@ -307,4 +315,3 @@ def choose_renderer(mode: str, out: TextIO | None = None) -> Renderer:
     if mode == "json":
         return JsonRenderer(out)
     return PlainRenderer(out)
-

@@ -47,7 +47,12 @@ def _seconds(value: Any, where: str, *, positive: bool) -> float:
         number = float(str(value).strip())
     except ValueError:
         number = math.nan
-    if not math.isfinite(number) or number < 0 or (positive and number == 0) or isinstance(value, bool):
+    if (
+        not math.isfinite(number)
+        or number < 0
+        or (positive and number == 0)
+        or isinstance(value, bool)
+    ):
         bound = "> 0" if positive else ">= 0"
         raise UsageError(f"{where} must be a number of seconds {bound}, got {value!r}")
     return number

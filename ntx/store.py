@@ -147,7 +147,9 @@ def check_path(path: Path) -> None:
             with tempfile.TemporaryFile(dir=parent):
                 pass
         except OSError as exc:
-            raise UsageError(f"--db {path}: cannot create files in {parent} ({exc.strerror})") from exc
+            raise UsageError(
+                f"--db {path}: cannot create files in {parent} ({exc.strerror})"
+            ) from exc
         return
     try:
         with path.open("r+b") as handle:
@@ -172,10 +174,13 @@ def _check_existing(path: Path) -> None:
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"--db {path}: cannot be read as a SQLite database ({exc})") from exc
     if app_id != APPLICATION_ID and (app_id != 0 or tables):
-        raise UsageError(f"--db {path}: is a SQLite database of another program; ntx leaves it untouched")
+        raise UsageError(
+            f"--db {path}: is a SQLite database of another program; ntx leaves it untouched"
+        )
     if version > SCHEMA_VERSION:
         raise UsageError(
-            f"--db {path}: was written by a newer ntx (schema {version}, this one knows {SCHEMA_VERSION})"
+            f"--db {path}: was written by a newer ntx"
+            f" (schema {version}, this one knows {SCHEMA_VERSION})"
         )
 
 
@@ -282,14 +287,16 @@ class Store:
             conn.execute(
                 """
                 UPDATE ntx_runs SET finished_at = ?, status = ?,
-                    jobs_done = (SELECT count(*) FROM ntx_jobs WHERE run_id = ? AND status = 'done'),
-                    jobs_failed = (SELECT count(*) FROM ntx_jobs WHERE run_id = ? AND status = 'failed'),
-                    rows_new = (SELECT coalesce(sum(rows_new), 0) FROM ntx_jobs WHERE run_id = ?),
-                    rows_updated = (SELECT coalesce(sum(rows_updated), 0) FROM ntx_jobs WHERE run_id = ?),
-                    rows_unchanged = (SELECT coalesce(sum(rows_unchanged), 0) FROM ntx_jobs WHERE run_id = ?)
+                    (jobs_done, jobs_failed, rows_new, rows_updated, rows_unchanged) = (
+                        SELECT count(*) FILTER (WHERE status = 'done'),
+                               count(*) FILTER (WHERE status = 'failed'),
+                               coalesce(sum(rows_new), 0),
+                               coalesce(sum(rows_updated), 0),
+                               coalesce(sum(rows_unchanged), 0)
+                        FROM ntx_jobs WHERE run_id = ?)
                 WHERE id = ?
                 """,
-                (_now(), status, run_id, run_id, run_id, run_id, run_id, run_id),
+                (_now(), status, run_id, run_id),
             )
 
     def apply(self, run_id: int, results: Sequence[JobResult]) -> list[WriteCounts]:
@@ -424,4 +431,3 @@ class _UpsertSql:
                 self._update, ([row[i] for i in order] for row in rows)
             ).rowcount
         return WriteCounts(new=new, updated=updated, unchanged=len(rows) - new - updated)
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import suppress
 
 import trio
 
@@ -84,9 +85,7 @@ class Writer:
             event = RowsCommitted(dataset, written)
             if final:
                 # The printer may be gone or cancelled by now: never block a final flush on it.
-                try:
+                with suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                     self._events.send_nowait(event)
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
             else:
                 await self._events.send(event)

@@ -19,7 +19,9 @@ def start_demo(nursery: trio.Nursery) -> Callable[..., object]:
     Returns an async function: `url, recorder = await start_demo(securities=30, latency=0.0)`.
     """
 
-    async def start(securities: int = 30, seed: int = 7, latency: float = 0.0) -> tuple[str, RecordingApp]:
+    async def start(
+        securities: int = 30, seed: int = 7, latency: float = 0.0
+    ) -> tuple[str, RecordingApp]:
         market = Market(seed=seed, securities=securities, today=TODAY)
         recorder = RecordingApp(DemoApp(market, latency=latency))
         url = await nursery.start(partial(serve, recorder))  # type: ignore[arg-type]

@@ -53,7 +53,9 @@ class RecordingApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        record = Seen(scope["method"], scope["path"], scope["query_string"].decode(), trio.current_time())
+        record = Seen(
+            scope["method"], scope["path"], scope["query_string"].decode(), trio.current_time()
+        )
         self.seen.append(record)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -79,8 +81,12 @@ class RecordingApp:
         return [s for s in self.seen if fragment in s.path]
 
 
-def mock_network(market: Market, latency: float, log: list[tuple[float, float]] | None = None,
-                 fail: dict[str, int] | None = None) -> httpx.MockTransport:
+def mock_network(
+    market: Market,
+    latency: float,
+    log: list[tuple[float, float]] | None = None,
+    fail: dict[str, int] | None = None,
+) -> httpx.MockTransport:
     """The demo exchange as an in-memory transport with fixed latency (for MockClock tests).
 
     `log` receives (start, end) of every request on trio's clock.
@@ -117,7 +123,9 @@ def table(db: Path, name: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def expected_tables(market: Market, period: DateRange, universe: list[int]) -> dict[str, list[tuple[Any, ...]]]:
+def expected_tables(
+    market: Market, period: DateRange, universe: list[int]
+) -> dict[str, list[tuple[Any, ...]]]:
     """What a correct backfill of `universe` over `period` stores, in key order."""
     prices = sorted(row for sid in universe for row in market.expected_prices(sid, period))
     return {
@@ -130,7 +138,11 @@ def expected_tables(market: Market, period: DateRange, universe: list[int]) -> d
 
 
 def default_universe(market: Market) -> list[int]:
-    return [s.security_id for s in market.securities if s.instrument_type == "Equity" and s.status == "A"]
+    return [
+        s.security_id
+        for s in market.securities
+        if s.instrument_type == "Equity" and s.status == "A"
+    ]
 
 
 def ntx_env() -> dict[str, str]:
@@ -141,11 +153,18 @@ def ntx_env() -> dict[str, str]:
     return env
 
 
-def run_ntx(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_ntx(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """`ntx ARGS` as a real subprocess (blocking; for sync tests)."""
     return subprocess.run(
         [sys.executable, "-m", "ntx", *args],
-        capture_output=True, text=True, cwd=cwd, env=ntx_env(), timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=ntx_env(),
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -153,7 +172,11 @@ async def run_ntx_async(*args: str, cwd: Path | None = None) -> subprocess.Compl
     """`ntx ARGS` as a real subprocess, awaited from a trio test (the server keeps serving)."""
     result = await trio.run_process(
         [sys.executable, "-m", "ntx", *args],
-        capture_stdout=True, capture_stderr=True, check=False, cwd=cwd, env=ntx_env(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=cwd,
+        env=ntx_env(),
         stdin=subprocess.DEVNULL,
     )
     return subprocess.CompletedProcess(

@@ -24,7 +24,9 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], code: int, *needles: str
+) -> None:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -39,8 +41,21 @@ def existing_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real ntx database, made by a small demo backfill."""
     folder = tmp_path_factory.mktemp("db")
     db = folder / "ntx.db"
-    result = run_ntx("backfill", "--demo", "--demo-securities", "15", "--demo-latency-ms", "0",
-                     "--sleep", "0", "--db", str(db), "--progress", "plain", "--ownership")
+    result = run_ntx(
+        "backfill",
+        "--demo",
+        "--demo-securities",
+        "15",
+        "--demo-latency-ms",
+        "0",
+        "--sleep",
+        "0",
+        "--db",
+        str(db),
+        "--progress",
+        "plain",
+        "--ownership",
+    )
     assert result.returncode == 0, result.stderr
     return db
 
@@ -73,13 +88,26 @@ def test_bad_flags_are_usage_errors(existing_db: Path, flags: list[str], message
 def test_an_api_is_required_and_only_one(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     assert_one_line_error(run_ntx("backfill", "--db", str(db)), 2, "give --api URL", "--demo")
-    assert_one_line_error(run_ntx("backfill", "--db", str(db), "--demo", "--api", "http://127.0.0.1:1"), 2, "not both")
+    assert_one_line_error(
+        run_ntx("backfill", "--db", str(db), "--demo", "--api", "http://127.0.0.1:1"), 2, "not both"
+    )
     assert not db.exists()
 
 
-def test_unknown_symbol_is_named_before_anything_is_written(existing_db: Path, tmp_path: Path) -> None:
+def test_unknown_symbol_is_named_before_anything_is_written(
+    existing_db: Path, tmp_path: Path
+) -> None:
     before = digest(existing_db)
-    base = ["backfill", "--demo", "--demo-securities", "15", "--demo-latency-ms", "0", "--sleep", "0"]
+    base = [
+        "backfill",
+        "--demo",
+        "--demo-securities",
+        "15",
+        "--demo-latency-ms",
+        "0",
+        "--sleep",
+        "0",
+    ]
     result = run_ntx(*base, "--db", str(existing_db), "--symbols", "NABIL,NOSUCH")
     assert_one_line_error(result, 2, "unknown symbol NOSUCH")
     assert digest(existing_db) == before
@@ -108,7 +136,9 @@ def test_db_that_is_not_sqlite_is_left_untouched(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("my precious notes\n" * 100)
     before = digest(notes)
-    assert_one_line_error(run_ntx("backfill", "--demo", "--db", str(notes)), 2, "is not a SQLite database")
+    assert_one_line_error(
+        run_ntx("backfill", "--demo", "--db", str(notes)), 2, "is not a SQLite database"
+    )
     assert digest(notes) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
@@ -129,35 +159,68 @@ def test_api_that_refuses_connections(existing_db: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     before = digest(existing_db)
-    result = run_ntx("backfill", "--api", f"http://127.0.0.1:{port}", "--db", str(existing_db), "--timeout", "5")
+    result = run_ntx(
+        "backfill", "--api", f"http://127.0.0.1:{port}", "--db", str(existing_db), "--timeout", "5"
+    )
     assert_one_line_error(result, 1, "cannot fetch the security list", "cannot connect")
     assert digest(existing_db) == before
 
 
 def test_status_of_a_missing_database(tmp_path: Path) -> None:
-    assert_one_line_error(run_ntx("status", "--db", str(tmp_path / "none.db")), 2, "no such database")
+    assert_one_line_error(
+        run_ntx("status", "--db", str(tmp_path / "none.db")), 2, "no such database"
+    )
     assert not (tmp_path / "none.db").exists()
 
 
 def test_demo_backfill_from_a_fresh_directory_uses_its_own_database(tmp_path: Path) -> None:
-    result = run_ntx("backfill", "--demo", "--demo-securities", "20", "--demo-latency-ms", "1",
-                     "--sleep", "0", "--from", "2026-01-01", cwd=tmp_path)
+    result = run_ntx(
+        "backfill",
+        "--demo",
+        "--demo-securities",
+        "20",
+        "--demo-latency-ms",
+        "1",
+        "--sleep",
+        "0",
+        "--from",
+        "2026-01-01",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ntx-demo.db").exists() and not (tmp_path / "ntx.db").exists()
     lines = result.stdout.splitlines()  # not a terminal: plain lines
     assert lines[0].startswith("ntx: backfilling from the demo exchange at http://127.0.0.1:")
     assert "=== Backfilling prices (5 workers, 0 s throttle) ===" in lines
-    assert any(re.fullmatch(r"\[1/\d+\] \S+ fetching \(2026-01-01 to \d{4}-\d\d-\d\d\)\.\.\.", l) for l in lines)
-    assert any(re.fullmatch(r"\[\d+/\d+\] \S+ done \([\d,]+ records\)", l) for l in lines)
-    assert re.search(r"^Prices: [\d,]+ new, 0 updated, 0 unchanged, 0 errors in ", result.stdout, re.M)
+    assert any(
+        re.fullmatch(r"\[1/\d+\] \S+ fetching \(2026-01-01 to \d{4}-\d\d-\d\d\)\.\.\.", line)
+        for line in lines
+    )
+    assert any(re.fullmatch(r"\[\d+/\d+\] \S+ done \([\d,]+ records\)", line) for line in lines)
+    assert re.search(
+        r"^Prices: [\d,]+ new, 0 updated, 0 unchanged, 0 errors in ", result.stdout, re.M
+    )
     assert lines[-1] == f"Database: {tmp_path / 'ntx-demo.db'}"
 
 
 def test_json_progress_is_one_object_per_line(tmp_path: Path) -> None:
     import json
 
-    result = run_ntx("backfill", "--demo", "--demo-securities", "12", "--demo-latency-ms", "0", "--sleep", "0",
-                     "--ownership", "--progress", "json", "--db", str(tmp_path / "j.db"))
+    result = run_ntx(
+        "backfill",
+        "--demo",
+        "--demo-securities",
+        "12",
+        "--demo-latency-ms",
+        "0",
+        "--sleep",
+        "0",
+        "--ownership",
+        "--progress",
+        "json",
+        "--db",
+        str(tmp_path / "j.db"),
+    )
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
@@ -170,27 +233,68 @@ def test_settings_come_from_env_and_config_but_flags_win(tmp_path: Path) -> None
     config = tmp_path / "ntx.toml"
     config.write_text('workers = 3\nsleep = 0\ndb = "%s"\n' % (tmp_path / "from-config.db"))
     env = {**ntx_env(), "NTX_CONFIG": str(config), "NTX_WORKERS": "2"}
-    args = [sys.executable, "-m", "ntx", "backfill", "--demo", "--demo-securities", "12",
-            "--demo-latency-ms", "0", "--ownership", "--progress", "plain"]
-    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    args = [
+        sys.executable,
+        "-m",
+        "ntx",
+        "backfill",
+        "--demo",
+        "--demo-securities",
+        "12",
+        "--demo-latency-ms",
+        "0",
+        "--ownership",
+        "--progress",
+        "plain",
+    ]
+    result = subprocess.run(
+        args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "(2 workers, 0 s throttle)" in result.stdout  # env beats config; config beats default
     assert (tmp_path / "from-config.db").exists()
-    result = subprocess.run([*args, "--workers", "4"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [*args, "--workers", "4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert "(4 workers, 0 s throttle)" in result.stdout  # the flag beats both
     config.write_text("wrokers = 3\n")
-    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert_one_line_error(result, 2, "unknown setting 'wrokers'")
     bad_env = {**env, "NTX_SLEEP": "-2"}
     config.write_text("")
-    result = subprocess.run(args, capture_output=True, text=True, env=bad_env, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        args, capture_output=True, text=True, env=bad_env, cwd=tmp_path, timeout=120
+    )
     assert_one_line_error(result, 2, "NTX_SLEEP must be a number of seconds")
 
 
 def test_demo_serve_answers_in_the_wire_format_and_stops_on_ctrl_c() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ntx", "demo", "serve", "--port", "0", "--securities", "25", "--latency-ms", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ntx_env(), stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "ntx",
+            "demo",
+            "serve",
+            "--port",
+            "0",
+            "--securities",
+            "25",
+            "--latency-ms",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ntx_env(),
+        stdin=subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None
@@ -199,22 +303,29 @@ def test_demo_serve_answers_in_the_wire_format_and_stops_on_ctrl_c() -> None:
         assert match, line
         companies = httpx.get(f"{match.group(1)}/api/nots/company/list", timeout=10).json()
         assert len(companies) == 25 and {"symbol", "instrumentType", "status"} <= set(companies[0])
-        securities = httpx.get(f"{match.group(1)}/api/nots/security?nonDelisted=true", timeout=10).json()
+        securities = httpx.get(
+            f"{match.group(1)}/api/nots/security?nonDelisted=true", timeout=10
+        ).json()
         page = httpx.get(
             f"{match.group(1)}/api/nots/market/history/security/{securities[0]['id']}",
             params={"startDate": "2020-01-01", "endDate": "2026-01-01", "size": 9999, "page": 0},
             timeout=10,
         ).json()
         assert page["size"] == 500 and len(page["content"]) <= 500
-        assert httpx.get(f"{match.group(1)}/api/nots/security/999999999", timeout=10).status_code == 404
+        assert (
+            httpx.get(f"{match.group(1)}/api/nots/security/999999999", timeout=10).status_code
+            == 404
+        )
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
 
 
-async def test_exit_status_is_1_when_lists_fail(start_demo: Callable[..., Any], tmp_path: Path) -> None:
+async def test_exit_status_is_1_when_lists_fail(
+    start_demo: Callable[..., Any], tmp_path: Path
+) -> None:
     url, recorder = await start_demo(securities=10)
     recorder.fail["/api/nots/company/list"] = 503
     db = tmp_path / "x.db"

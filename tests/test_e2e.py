@@ -6,18 +6,36 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from ntx.model import DateRange
-from tests.helpers import TODAY, RecordingApp, default_universe, expected_tables, run_ntx_async, table
+from tests.helpers import (
+    TODAY,
+    default_universe,
+    expected_tables,
+    run_ntx_async,
+    table,
+)
 
 TABLES = ("securities", "prices", "reports", "dividends", "ownership")
 
 
 def fetch_args(url: str, db: Path, *extra: str) -> list[str]:
-    return ["backfill", "--api", url, "--db", str(db), "--sleep", "0", "--progress", "plain", *extra]
+    return [
+        "backfill",
+        "--api",
+        url,
+        "--db",
+        str(db),
+        "--sleep",
+        "0",
+        "--progress",
+        "plain",
+        *extra,
+    ]
 
 
 async def test_database_equals_the_source_for_all_five_datasets(
@@ -26,7 +44,9 @@ async def test_database_equals_the_source_for_all_five_datasets(
     url, recorder = await start_demo(securities=40, seed=7)
     market = recorder.app.market
     db = tmp_path / "ntx.db"
-    result = await run_ntx_async(*fetch_args(url, db, "--from", "2019-01-01", "--to", "2026-06-30", "--workers", "6"))
+    result = await run_ntx_async(
+        *fetch_args(url, db, "--from", "2019-01-01", "--to", "2026-06-30", "--workers", "6")
+    )
     assert result.returncode == 0, result.stderr
     expected = expected_tables(market, DateRange(date(2019, 1, 1), TODAY), default_universe(market))
     for name in TABLES:
@@ -45,7 +65,9 @@ async def test_all_instruments_and_symbols_choose_the_universe(
     market = recorder.app.market
     everything = [s.security_id for s in market.listed()]
     db = tmp_path / "all.db"
-    result = await run_ntx_async(*fetch_args(url, db, "--all-instruments", "--from", "2026-01-01", "--to", "2026-06-30"))
+    result = await run_ntx_async(
+        *fetch_args(url, db, "--all-instruments", "--from", "2026-01-01", "--to", "2026-06-30")
+    )
     assert result.returncode == 0, result.stderr
     expected = expected_tables(market, DateRange(date(2026, 1, 1), TODAY), everything)
     for name in TABLES:
@@ -54,7 +76,9 @@ async def test_all_instruments_and_symbols_choose_the_universe(
     two = [market.listed()[3], market.listed()[0]]
     db2 = tmp_path / "two.db"
     symbols = f"{two[0].symbol.lower()},{two[1].symbol}"
-    result = await run_ntx_async(*fetch_args(url, db2, "--symbols", symbols, "--prices", "--ownership"))
+    result = await run_ntx_async(
+        *fetch_args(url, db2, "--symbols", symbols, "--prices", "--ownership")
+    )
     assert result.returncode == 0, result.stderr
     assert {row[0] for row in table(db2, "ownership")} == {s.security_id for s in two}
     assert table(db2, "reports") == []  # not asked for
@@ -75,7 +99,8 @@ async def test_second_run_fetches_only_the_tail_and_changes_no_row(
     assert second.returncode == 0, second.stderr
     history = recorder.paths("/history/")
     assert history and all(
-        parse_qs(s.query)["startDate"] == ["2026-04-01"] and parse_qs(s.query)["endDate"] == ["2026-06-30"]
+        parse_qs(s.query)["startDate"] == ["2026-04-01"]
+        and parse_qs(s.query)["endDate"] == ["2026-06-30"]
         for s in history
     )
     after = {name: table(db, name) for name in TABLES}
@@ -100,7 +125,9 @@ async def test_server_sees_at_most_workers_in_flight(
     start_demo: Callable[..., Any], tmp_path: Path
 ) -> None:
     url, recorder = await start_demo(securities=60, seed=7, latency=0.03)
-    result = await run_ntx_async(*fetch_args(url, tmp_path / "w.db", "--workers", "3", "--ownership", "--reports"))
+    result = await run_ntx_async(
+        *fetch_args(url, tmp_path / "w.db", "--workers", "3", "--ownership", "--reports")
+    )
     assert result.returncode == 0, result.stderr
     assert len(recorder.seen) > 40
     assert recorder.max_in_flight == 3
@@ -112,13 +139,27 @@ async def test_one_worker_waits_sleep_after_every_answer(
     url, recorder = await start_demo(securities=30, seed=7, latency=0.01)
     market = recorder.app.market
     symbols = ",".join(market.by_id[sid].symbol for sid in default_universe(market)[:3])
-    args = ["backfill", "--api", url, "--db", str(tmp_path / "s.db"), "--workers", "1", "--sleep", "0.5",
-            "--ownership", "--symbols", symbols, "--progress", "plain"]
+    args = [
+        "backfill",
+        "--api",
+        url,
+        "--db",
+        str(tmp_path / "s.db"),
+        "--workers",
+        "1",
+        "--sleep",
+        "0.5",
+        "--ownership",
+        "--symbols",
+        symbols,
+        "--progress",
+        "plain",
+    ]
     result = await run_ntx_async(*args)
     assert result.returncode == 0, result.stderr
     seen = sorted(recorder.seen, key=lambda s: s.started)
     assert len(seen) == 5  # two lists, three securities
-    gaps = [nxt.started - prev.finished for prev, nxt in zip(seen, seen[1:])]
+    gaps = [nxt.started - prev.finished for prev, nxt in pairwise(seen)]
     assert min(gaps) >= 0.5, gaps
 
 
@@ -134,18 +175,32 @@ async def test_failed_job_is_named_exit_1_and_others_are_stored(
     result = await run_ntx_async(*fetch_args(url, db, "--reports", "--dividends"))
     assert result.returncode == 1
     assert f"reports {victim.symbol}: HTTP 500" in result.stdout
-    expected = expected_tables(market, DateRange(TODAY, TODAY), [s for s in universe if s != victim.security_id])
+    expected = expected_tables(
+        market, DateRange(TODAY, TODAY), [s for s in universe if s != victim.security_id]
+    )
     assert table(db, "reports") == expected["reports"]
     assert len(table(db, "dividends")) == sum(len(market.expected_dividends(s)) for s in universe)
     with sqlite3.connect(db) as conn:
-        failed = conn.execute("SELECT dataset, security_id, reason FROM ntx_jobs WHERE status = 'failed'").fetchall()
-    assert failed == [("reports", victim.security_id, f"HTTP 500 from /api/nots/application/reports/{victim.security_id}")]
+        failed = conn.execute(
+            "SELECT dataset, security_id, reason FROM ntx_jobs WHERE status = 'failed'"
+        ).fetchall()
+    assert failed == [
+        (
+            "reports",
+            victim.security_id,
+            f"HTTP 500 from /api/nots/application/reports/{victim.security_id}",
+        )
+    ]
 
 
-async def test_status_describes_the_database(start_demo: Callable[..., Any], tmp_path: Path) -> None:
-    url, recorder = await start_demo(securities=30, seed=7)
+async def test_status_describes_the_database(
+    start_demo: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, _ = await start_demo(securities=30, seed=7)
     db = tmp_path / "s.db"
-    assert (await run_ntx_async(*fetch_args(url, db, "--from", "2026-01-01", "--to", "2026-06-30"))).returncode == 0
+    assert (
+        await run_ntx_async(*fetch_args(url, db, "--from", "2026-01-01", "--to", "2026-06-30"))
+    ).returncode == 0
     result = await run_ntx_async("status", "--db", str(db))
     assert result.returncode == 0, result.stderr
     prices_line = next(line for line in result.stdout.splitlines() if line.startswith("prices"))

@@ -5,6 +5,7 @@ The real engine, source and store run against an in-memory network of fixed late
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -55,13 +56,17 @@ async def run_engine(
         nursery.start_soon(_drain, receive)
         async with send:
             # The network is the only fake: everything above the transport is real.
-            client = open_client("http://demo.test", workers=workers, timeout=30, transport=transport)
+            client = open_client(
+                "http://demo.test", workers=workers, timeout=30, transport=transport
+            )
             async with client:
                 summary = await Engine(plan, NepseSource(client, throttle), throttle, send).run()
     return summary, throttle, transport.state  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("workers", "sleep", "latency"), [(5, 0.2, 0.05), (16, 0.0, 0.02), (3, 0.5, 0.3)])
+@pytest.mark.parametrize(
+    ("workers", "sleep", "latency"), [(5, 0.2, 0.05), (16, 0.0, 0.02), (3, 0.5, 0.3)]
+)
 async def test_throughput_is_workers_over_latency_plus_sleep(
     mock_clock: MockClock, tmp_path: Path, workers: int, sleep: float, latency: float
 ) -> None:
@@ -94,10 +99,16 @@ async def test_never_more_than_workers_in_flight_and_slots_sleep_after_every_req
     market = Market(seed=5, securities=120, today=TODAY)
     log: list[tuple[float, float]] = []
     _, throttle, network = await run_engine(
-        tmp_path, market, workers=1, sleep=0.5, latency=0.07, datasets=("prices", "reports"), log=log
+        tmp_path,
+        market,
+        workers=1,
+        sleep=0.5,
+        latency=0.07,
+        datasets=("prices", "reports"),
+        log=log,
     )
     assert network["max"] == 1 and throttle.max_in_flight == 1
-    gaps = [start - prev_end for (_, prev_end), (start, _) in zip(log, log[1:])]
+    gaps = [start - prev_end for (_, prev_end), (start, _) in pairwise(log)]
     assert gaps and all(gap == pytest.approx(0.5) for gap in gaps)
 
 
@@ -108,10 +119,15 @@ async def test_failed_requests_are_throttled_too_and_isolated(
     victim = default_universe(market)[0]
     log: list[tuple[float, float]] = []
     summary, _, _ = await run_engine(
-        tmp_path, market, workers=1, sleep=0.25, latency=0.01, log=log,
+        tmp_path,
+        market,
+        workers=1,
+        sleep=0.25,
+        latency=0.01,
+        log=log,
         fail={f"/api/nots/security/{victim}": 500},
     )
-    gaps = [start - prev_end for (_, prev_end), (start, _) in zip(log, log[1:])]
+    gaps = [start - prev_end for (_, prev_end), (start, _) in pairwise(log)]
     assert all(gap == pytest.approx(0.25) for gap in gaps)
     totals = summary.datasets["ownership"]  # type: ignore[attr-defined]
     assert totals.failed == 1 and totals.done == len(default_universe(market)) - 1

@@ -20,7 +20,9 @@ from ntx.throttle import Throttle
 START = date(2015, 1, 1)
 
 
-def paging_server(rows: int, cap: int, *, skip_page: int | None = None, shift: bool = False) -> httpx.MockTransport:
+def paging_server(
+    rows: int, cap: int, *, skip_page: int | None = None, shift: bool = False
+) -> httpx.MockTransport:
     """A history endpoint over `rows` days, most recent first, with pages of at most `cap`."""
     days = [(START + timedelta(days=rows - 1 - i)).isoformat() for i in range(rows)]
     requests: list[int] = []
@@ -33,7 +35,8 @@ def paging_server(rows: int, cap: int, *, skip_page: int | None = None, shift: b
         content = [] if page == skip_page else days[offset : offset + size]
         body = {
             "content": [
-                {"businessDate": d, "highPrice": 2.0, "lowPrice": 1.0, "closePrice": 1.5} for d in content
+                {"businessDate": d, "highPrice": 2.0, "lowPrice": 1.0, "closePrice": 1.5}
+                for d in content
             ],
             "number": page,
             "size": size,

@@ -25,7 +25,9 @@ def days_of(r: DateRange) -> set[date]:
 
 
 @given(period=ranges(), covered=st.none() | ranges())
-def test_missing_parts_grow_coverage_into_one_range(period: DateRange, covered: DateRange | None) -> None:
+def test_missing_parts_grow_coverage_into_one_range(
+    period: DateRange, covered: DateRange | None
+) -> None:
     parts = period.missing_from(covered)
     fetched = set().union(*(days_of(p) for p in parts)) if parts else set()
     known = days_of(covered) if covered else set()
@@ -35,13 +37,27 @@ def test_missing_parts_grow_coverage_into_one_range(period: DateRange, covered: 
     assert whole == days_of(DateRange(min(whole), max(whole)))  # one range, no hole
 
 
-@given(period=ranges(), covered=st.none() | ranges(), force=st.booleans(), today_offset=st.integers(-5, 2100))
+@given(
+    period=ranges(),
+    covered=st.none() | ranges(),
+    force=st.booleans(),
+    today_offset=st.integers(-5, 2100),
+)
 def test_planned_jobs_cover_what_they_claim(
     period: DateRange, covered: DateRange | None, force: bool, today_offset: int
 ) -> None:
     today = DAY0 + timedelta(days=today_offset)
     sec = Security(1, "A")
-    jobs = list(plan_jobs(PRICES, [sec], period=period, today=today, coverage={1: covered} if covered else {}, force=force))
+    jobs = list(
+        plan_jobs(
+            PRICES,
+            [sec],
+            period=period,
+            today=today,
+            coverage={1: covered} if covered else {},
+            force=force,
+        )
+    )
     if not jobs:
         assert not force and covered is not None and days_of(period) <= days_of(covered)
         return

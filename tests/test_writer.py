@@ -24,7 +24,17 @@ def mock_clock() -> MockClock:
 def price_result(security_id: int, count: int, first: date = date(2020, 1, 1)) -> JobResult:
     sec = Security(security_id, f"S{security_id}")
     rows = [
-        (security_id, (first + timedelta(days=i)).isoformat(), None, 11.0, 9.0, 10.0, 100, 1000.0, 3)
+        (
+            security_id,
+            (first + timedelta(days=i)).isoformat(),
+            None,
+            11.0,
+            9.0,
+            10.0,
+            100,
+            1000.0,
+            3,
+        )
         for i in range(count)
     ]
     return JobResult(Job("prices", sec), rows, requests=1)
@@ -91,7 +101,7 @@ async def test_flushes_one_second_after_the_first_waiting_result(
 
 async def test_flushes_everything_at_close(mock_clock: MockClock, tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
-        writer, results, events, done = await start_writer(tmp_path, nursery)
+        writer, results, _, done = await start_writer(tmp_path, nursery)
         start = trio.current_time()
         await results.send(price_result(1, 7))
         await results.aclose()
@@ -101,7 +111,9 @@ async def test_flushes_everything_at_close(mock_clock: MockClock, tmp_path: Path
         assert stored_prices(tmp_path / "w.db") == 7
 
 
-async def test_cancelled_writer_commits_what_it_holds(mock_clock: MockClock, tmp_path: Path) -> None:
+async def test_cancelled_writer_commits_what_it_holds(
+    mock_clock: MockClock, tmp_path: Path
+) -> None:
     async with trio.open_nursery() as nursery:
         writer, results, _, _ = await start_writer(tmp_path, nursery)
         await results.send(price_result(1, 42))
@@ -110,4 +122,6 @@ async def test_cancelled_writer_commits_what_it_holds(mock_clock: MockClock, tmp
     assert writer.flushes == 1
     assert stored_prices(tmp_path / "w.db") == 42
     with sqlite3.connect(tmp_path / "w.db") as conn:
-        assert conn.execute("SELECT count(*) FROM ntx_jobs WHERE status = 'done'").fetchone()[0] == 1
+        assert (
+            conn.execute("SELECT count(*) FROM ntx_jobs WHERE status = 'done'").fetchone()[0] == 1
+        )

@@ -62,19 +62,60 @@ SECTORS = (
     ("Others", "Limited", "Office of the Company Registrar"),
 )
 KNOWN_SYMBOLS = (
-    ("NABIL", "Nabil", 0), ("ADBL", "Agricultural Development", 0), ("NICA", "NIC Asia", 0),
-    ("SCB", "Standard Chartered", 0), ("HBL", "Himalayan", 0), ("EBL", "Everest", 0),
-    ("NMB", "NMB", 0), ("PRVU", "Prabhu", 0), ("SBL", "Siddhartha", 0), ("KBL", "Kumari", 0),
-    ("GBIME", "Global IME", 0), ("SANIMA", "Sanima", 0), ("MBL", "Machhapuchchhre", 0),
-    ("UPPER", "Upper Tamakoshi", 6), ("CHCL", "Chilime", 6), ("NLIC", "Nepal Life", 4),
-    ("SHIVM", "Shivam Cements", 7), ("SHL", "Soaltee", 8), ("CIT", "Citizen Investment", 9),
-    ("STC", "Salt Trading", 10), ("NTC", "Nepal Telecom", 11), ("GBBL", "Garima", 1),
+    ("NABIL", "Nabil", 0),
+    ("ADBL", "Agricultural Development", 0),
+    ("NICA", "NIC Asia", 0),
+    ("SCB", "Standard Chartered", 0),
+    ("HBL", "Himalayan", 0),
+    ("EBL", "Everest", 0),
+    ("NMB", "NMB", 0),
+    ("PRVU", "Prabhu", 0),
+    ("SBL", "Siddhartha", 0),
+    ("KBL", "Kumari", 0),
+    ("GBIME", "Global IME", 0),
+    ("SANIMA", "Sanima", 0),
+    ("MBL", "Machhapuchchhre", 0),
+    ("UPPER", "Upper Tamakoshi", 6),
+    ("CHCL", "Chilime", 6),
+    ("NLIC", "Nepal Life", 4),
+    ("SHIVM", "Shivam Cements", 7),
+    ("SHL", "Soaltee", 8),
+    ("CIT", "Citizen Investment", 9),
+    ("STC", "Salt Trading", 10),
+    ("NTC", "Nepal Telecom", 11),
+    ("GBBL", "Garima", 1),
 )
 PLACES = (
-    "Kathmandu", "Pokhara", "Lumbini", "Himalayan", "Sagarmatha", "Gandaki", "Karnali",
-    "Bagmati", "Mahalaxmi", "Shangrila", "Kamana", "Sindhu", "Janaki", "Mithila", "Koshi",
-    "Sudur", "Annapurna", "Manakamana", "Tinau", "Dhaulagiri", "Makalu", "Rara", "Phewa",
-    "Triveni", "Gorkha", "Mustang", "Ilam", "Chitwan", "Bhairahawa", "Dolakha",
+    "Kathmandu",
+    "Pokhara",
+    "Lumbini",
+    "Himalayan",
+    "Sagarmatha",
+    "Gandaki",
+    "Karnali",
+    "Bagmati",
+    "Mahalaxmi",
+    "Shangrila",
+    "Kamana",
+    "Sindhu",
+    "Janaki",
+    "Mithila",
+    "Koshi",
+    "Sudur",
+    "Annapurna",
+    "Manakamana",
+    "Tinau",
+    "Dhaulagiri",
+    "Makalu",
+    "Rara",
+    "Phewa",
+    "Triveni",
+    "Gorkha",
+    "Mustang",
+    "Ilam",
+    "Chitwan",
+    "Bhairahawa",
+    "Dolakha",
 )
 QUARTER_NAMES = ("First Quarter", "Second Quarter", "Third Quarter", "Fourth Quarter")
 
@@ -182,7 +223,10 @@ class Market:
     # -------------------------------------------------------------- prices
 
     def is_trading_day(self, day: date) -> bool:
-        return day.weekday() in TRADING_WEEKDAYS and _unit(self.seed, 7, day.toordinal()) >= HOLIDAY_RATE
+        return (
+            day.weekday() in TRADING_WEEKDAYS
+            and _unit(self.seed, 7, day.toordinal()) >= HOLIDAY_RATE
+        )
 
     def _traded_days(self, security_id: int, start: date, end: date) -> tuple[date, ...]:
         sec = self.by_id[security_id]
@@ -190,7 +234,10 @@ class Market:
         days = []
         day = last
         while day >= first:
-            if self.is_trading_day(day) and _unit(self.seed, security_id, day.toordinal(), 3) >= sec.illiquidity:
+            if (
+                self.is_trading_day(day)
+                and _unit(self.seed, security_id, day.toordinal(), 3) >= sec.illiquidity
+            ):
                 days.append(day)
             day -= timedelta(days=1)
         return tuple(days)
@@ -216,7 +263,10 @@ class Market:
         close = round(max(math.exp(log_price), 5.0), 1)
         high = round(close * (1 + 0.03 * _unit(self.seed, security_id, day.toordinal(), 12)), 1)
         low = round(close * (1 - 0.03 * _unit(self.seed, security_id, day.toordinal(), 13)), 1)
-        volume = max(10, int(sec.base_volume * (0.2 + 1.6 * _unit(self.seed, security_id, day.toordinal(), 14))))
+        volume = max(
+            10,
+            int(sec.base_volume * (0.2 + 1.6 * _unit(self.seed, security_id, day.toordinal(), 14))),
+        )
         turnover = round(volume * (high + low) / 2, 2)
         trades = max(1, volume // (40 + sec.security_id % 60))
         return (security_id, day.isoformat(), None, high, low, close, volume, turnover, trades)
@@ -272,17 +322,28 @@ class Market:
         if not sec.has_fundamentals:
             return facts
         for year in self._fiscal_years(sec):
-            ends = (date(year, 10, 16), date(year + 1, 1, 14), date(year + 1, 4, 13), date(year + 1, 7, 15))
+            ends = (
+                date(year, 10, 16),
+                date(year + 1, 1, 14),
+                date(year + 1, 4, 13),
+                date(year + 1, 7, 15),
+            )
             periods = [(f"Q{q + 1}", ends[q] + timedelta(days=30)) for q in range(4)]
             periods.append(("annual", date(year + 1, 7, 15) + timedelta(days=180)))
             for number, (period, published) in enumerate(periods):
                 if published > self.today:
                     continue
-                facts.append((self._report_row(sec, year, number, period, 0), published.isoformat()))
+                facts.append(
+                    (self._report_row(sec, year, number, period, 0), published.isoformat())
+                )
         return facts
 
-    def _report_row(self, sec: DemoSecurity, year: int, number: int, period: str, revision: int) -> Row:
-        u = lambda k: _unit(self.seed, sec.security_id, year, number, revision, k)  # noqa: E731
+    def _report_row(
+        self, sec: DemoSecurity, year: int, number: int, period: str, revision: int
+    ) -> Row:
+        def u(k: int) -> float:
+            return _unit(self.seed, sec.security_id, year, number, revision, k)
+
         eps = round(-5 + 60 * u(1), 2)
         return (
             sec.security_id,
@@ -312,8 +373,13 @@ class Market:
             entries.append(_report_entry(base_id + 1, row, f"{published}T10:00:00", year))
             if _unit(self.seed, security_id, year, number, 22) < 0.10:
                 entries.append(
-                    {"id": base_id + 2, "activeStatus": "A", "modifiedDate": f"{published}T11:00:00",
-                     "fiscalReport": None, "applicationDocumentDetailsList": []}
+                    {
+                        "id": base_id + 2,
+                        "activeStatus": "A",
+                        "modifiedDate": f"{published}T11:00:00",
+                        "fiscalReport": None,
+                        "applicationDocumentDetailsList": [],
+                    }
                 )
         random.Random(_mix(self.seed, security_id, 23)).shuffle(entries)
         return entries
@@ -366,8 +432,14 @@ class Market:
             )
             if _unit(self.seed, security_id, year, 36) < 0.15:
                 entries.append(
-                    {"id": entry_id + 1, "modifiedDate": modified,
-                     "companyNews": {"newsHeadline": "Book closure notice", "dividendsNotice": None}}
+                    {
+                        "id": entry_id + 1,
+                        "modifiedDate": modified,
+                        "companyNews": {
+                            "newsHeadline": "Book closure notice",
+                            "dividendsNotice": None,
+                        },
+                    }
                 )
         return entries
 
@@ -388,10 +460,16 @@ class Market:
 
     def ownership_wire(self, security_id: int) -> dict[str, Any]:
         sec = self.by_id[security_id]
-        _, listed, paid_up, public, public_pct, promoter, promoter_pct = self.expected_ownership(security_id)
+        _, listed, paid_up, public, public_pct, promoter, promoter_pct = self.expected_ownership(
+            security_id
+        )
         return {
-            "security": {"id": security_id, "symbol": sec.symbol, "isin": f"NPE{security_id:09d}",
-                         "faceValue": 100.0},
+            "security": {
+                "id": security_id,
+                "symbol": sec.symbol,
+                "isin": f"NPE{security_id:09d}",
+                "faceValue": 100.0,
+            },
             "securityDailyTradeDto": {"securityId": str(security_id)},
             "stockListedShares": listed,
             "paidUpCapital": paid_up,
@@ -403,8 +481,13 @@ class Market:
 
 
 def _fiscal_year_wire(year: int) -> dict[str, Any]:
-    return {"id": year + 57, "fyName": fiscal_year_name(year), "fyNameNepali": fiscal_year_name(year),
-            "fromYear": str(year + 57), "toYear": str(year + 58)}
+    return {
+        "id": year + 57,
+        "fyName": fiscal_year_name(year),
+        "fyNameNepali": fiscal_year_name(year),
+        "fromYear": str(year + 57),
+        "toYear": str(year + 58),
+    }
 
 
 def _report_entry(entry_id: int, row: Row, modified: str, year: int) -> dict[str, Any]:
@@ -419,8 +502,10 @@ def _report_entry(entry_id: int, row: Row, modified: str, year: int) -> dict[str
         "modifiedDate": modified,
         "fiscalReport": {
             "quarterMaster": quarter,
-            "reportTypeMaster": {"id": 1 if period == "annual" else 2,
-                                 "reportName": "Annual Report" if period == "annual" else "Quarterly Report"},
+            "reportTypeMaster": {
+                "id": 1 if period == "annual" else 2,
+                "reportName": "Annual Report" if period == "annual" else "Quarterly Report",
+            },
             "financialYear": _fiscal_year_wire(year),
             "epsValue": row[3],
             "peValue": row[4],
@@ -447,7 +532,11 @@ def _generate(seed: int, count: int) -> list[DemoSecurity]:
             if len(equities) < len(KNOWN_SYMBOLS):
                 symbol, stem, sector_index = KNOWN_SYMBOLS[len(equities)]
             else:
-                stem = f"{rng.choice(PLACES)} {rng.choice(PLACES)}" if rng.random() < 0.3 else rng.choice(PLACES)
+                stem = (
+                    f"{rng.choice(PLACES)} {rng.choice(PLACES)}"
+                    if rng.random() < 0.3
+                    else rng.choice(PLACES)
+                )
                 sector_index = rng.randrange(len(SECTORS))
                 symbol = _fresh_symbol(rng, stem, used)
             used.add(symbol)
@@ -463,8 +552,12 @@ def _generate(seed: int, count: int) -> list[DemoSecurity]:
                 symbol = _fresh_symbol(rng, stem, used, prefix=base_symbol, suffix="PO")
                 security_name = f"{name} Promoter Share"
             elif kind == "Non-Convertible Debentures":
-                symbol = _fresh_symbol(rng, stem, used, prefix=base_symbol, suffix=f"D{rng.randrange(80, 90)}")
-                security_name = f"{rng.randrange(8, 12)}% {name} Debenture 20{rng.randrange(85, 95)}"
+                symbol = _fresh_symbol(
+                    rng, stem, used, prefix=base_symbol, suffix=f"D{rng.randrange(80, 90)}"
+                )
+                security_name = (
+                    f"{rng.randrange(8, 12)}% {name} Debenture 20{rng.randrange(85, 95)}"
+                )
                 sector, regulator = "Corporate Debenture", "Securities Board of Nepal"
             else:
                 symbol = _fresh_symbol(rng, stem, used, prefix=base_symbol[:3], suffix="MF")
@@ -485,9 +578,16 @@ def _generate(seed: int, count: int) -> list[DemoSecurity]:
                 instrument_type=kind,
                 status=status,
                 listed=listed,
-                base_price=rng.uniform(80, 1500) if kind != "Non-Convertible Debentures" else 1000.0,
+                base_price=rng.uniform(80, 1500)
+                if kind != "Non-Convertible Debentures"
+                else 1000.0,
                 drift=rng.gauss(0.03, 0.08),
-                swing=(rng.uniform(0.05, 0.35), rng.uniform(300, 1500), rng.uniform(0.02, 0.12), rng.uniform(20, 120)),
+                swing=(
+                    rng.uniform(0.05, 0.35),
+                    rng.uniform(300, 1500),
+                    rng.uniform(0.02, 0.12),
+                    rng.uniform(20, 120),
+                ),
                 phases=(rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi)),
                 illiquidity=rng.choice([0.0, 0.0, 0.01, 0.03, 0.08, 0.15]),
                 base_volume=int(rng.lognormvariate(9, 1)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from functools import partial
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
@@ -47,5 +48,5 @@ async def serve(
         config.errorlog = silent
     config.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))
+        binds = await nursery.start(partial(hypercorn_serve, cast(Any, app), config, mode="asgi"))
         task_status.started(binds[0])

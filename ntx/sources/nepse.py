@@ -122,9 +122,7 @@ class NepseSource:
             except httpx.HTTPError as exc:
                 raise TransportError(f"{_describe(exc)}: {path}") from exc
         if response.status_code != 200:
-            raise HttpStatusError(
-                response.status_code, path, response.headers.get("Retry-After")
-            )
+            raise HttpStatusError(response.status_code, path, response.headers.get("Retry-After"))
         try:
             return json.loads(response.content)
         except ValueError as exc:

@@ -1,0 +1,91 @@
+"""The NEPSE source over httpx.MockTransport: paths, encoding, error classification."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+import trio
+
+from ntx.errors import HttpStatusError, MalformedResponse, TransportError
+from ntx.sources.nepse import NepseSource, open_client
+from ntx.throttle import Throttle
+
+
+async def call(handler, method: str, *args):  # type: ignore[no-untyped-def]
+    async with open_client(
+        "http://exchange.test/base", workers=1, timeout=5, transport=httpx.MockTransport(handler)
+    ) as client:
+        return await getattr(NepseSource(client, Throttle(0)), method)(*args)
+
+
+async def test_identifiers_are_url_encoded_and_paths_keep_the_base_path() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(200, json=[])
+
+    await call(handler, "reports", "12/../../admin?x=1")
+    assert seen == ["/base/api/nots/application/reports/12%2F..%2F..%2Fadmin%3Fx%3D1"]
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after"), [(404, None), (429, "7"), (500, None), (401, None)]
+)
+async def test_status_other_than_200_is_an_http_error(status: int, retry_after: str | None) -> None:
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    with pytest.raises(HttpStatusError) as caught:
+        await call(lambda r: httpx.Response(status, headers=headers, json={}), "dividends", 5)
+    assert caught.value.status == status and caught.value.retry_after == retry_after
+    assert str(caught.value) == f"HTTP {status} from /api/nots/application/dividend/5"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'[{"id": 1', "not valid JSON"),
+        (b'{"a": 1}', "expected a JSON array"),
+        (b"", "not valid JSON"),
+    ],
+)
+async def test_truncated_or_wrongly_shaped_answers_are_malformed(body: bytes, message: str) -> None:
+    with pytest.raises(MalformedResponse, match=message):
+        await call(lambda r: httpx.Response(200, content=body), "companies")
+
+
+async def test_connection_errors_and_timeouts_are_transport_errors() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    def stall(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(TransportError, match="cannot connect"):
+        await call(refuse, "companies")
+    with pytest.raises(TransportError, match="timed out"):
+        await call(stall, "securities")
+
+
+async def test_the_gate_is_left_only_after_the_body_is_read() -> None:
+    events: list[str] = []
+
+    class RecordingGate:
+        @asynccontextmanager
+        async def request(self) -> AsyncIterator[None]:
+            events.append("enter")
+            yield
+            events.append("exit")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        events.append("server")
+        await trio.sleep(0)
+        return httpx.Response(200, json={"security": {}})
+
+    transport = httpx.MockTransport(handler)
+    async with open_client("http://x", workers=1, timeout=5, transport=transport) as client:
+        source = NepseSource(client, Throttle(0)).bind(RecordingGate())
+        assert await source.ownership(1) == {"security": {}}
+    assert events == ["enter", "server", "exit"]

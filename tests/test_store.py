@@ -1,0 +1,122 @@
+"""The store on real SQLite files: migrations, ownership mark, atomic idempotent upserts."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ntx.errors import StoreError, UsageError
+from ntx.model import Job, JobResult, Security
+from ntx.store import APPLICATION_ID, SCHEMA_VERSION, Store
+
+price = st.tuples(
+    st.integers(1, 3),  # security id
+    st.sampled_from(["2024-01-01", "2024-01-02", "2024-01-03"]),
+    st.none(),
+    st.sampled_from([10.0, 11.5]),
+    st.sampled_from([9.0, 9.5]),
+    st.sampled_from([9.5, 10.0]),
+    st.integers(0, 3),
+    st.sampled_from([0.0, 100.5]),
+    st.integers(0, 2),
+)
+
+
+def result_for(rows: list[tuple[object, ...]]) -> list[JobResult]:
+    by_security: dict[int, list[tuple[object, ...]]] = {}
+    for row in rows:
+        by_security.setdefault(int(row[0]), []).append(row)  # type: ignore[call-overload]
+    return [
+        JobResult(Job("prices", Security(sid, f"S{sid}")), rs) for sid, rs in by_security.items()
+    ]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(st.lists(price, max_size=12), min_size=1, max_size=5))
+def test_upserts_are_idempotent_and_last_write_wins(
+    tmp_path: Path, batches: list[list[tuple[object, ...]]]
+) -> None:
+    db = tmp_path / f"p{abs(hash(str(batches)))}.db"
+    store = Store.open(db)
+    run_id = store.begin_run("t", "t", ["prices"])
+    model: dict[tuple[object, object], tuple[object, ...]] = {}
+    for batch in batches:
+        unique = {(row[0], row[1]): row for row in batch}  # one answer holds a day once
+        counts = store.apply(run_id, result_for(list(unique.values())))
+        new = sum(c.new for c in counts)
+        updated = sum(c.updated for c in counts)
+        assert new == sum(1 for key in unique if key not in model)
+        assert updated == sum(
+            1 for key, row in unique.items() if key in model and model[key] != row
+        )
+        model.update(unique)
+        again = store.apply(run_id, result_for(list(unique.values())))
+        assert all(c.new == 0 and c.updated == 0 for c in again)  # re-applying changes nothing
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT * FROM prices").fetchall()
+    assert sorted(stored) == sorted(model.values())
+    store.close()
+
+
+def test_new_database_is_marked_and_migrated(tmp_path: Path) -> None:
+    Store.open(tmp_path / "n.db").close()
+    with sqlite3.connect(tmp_path / "n.db") as conn:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {
+        "securities",
+        "prices",
+        "reports",
+        "dividends",
+        "ownership",
+        "ntx_runs",
+        "ntx_jobs",
+    } <= tables
+    Store.open(tmp_path / "n.db").close()  # reopening is a no-op migration
+
+
+def test_a_database_from_a_newer_ntx_is_refused(tmp_path: Path) -> None:
+    Store.open(tmp_path / "f.db").close()
+    with sqlite3.connect(tmp_path / "f.db") as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(UsageError, match="newer ntx"):
+        Store.open(tmp_path / "f.db")
+
+
+def test_a_flush_is_one_transaction(tmp_path: Path) -> None:
+    """If any part of a flush fails, none of it is stored: rows and job records go together."""
+    store = Store.open(tmp_path / "a.db")
+    run_id = store.begin_run("t", "t", ["prices"])
+    good = JobResult(
+        Job("prices", Security(1, "A")), [(1, "2024-01-01", None, 2.0, 1.0, 1.5, 1, 1.0, 1)]
+    )
+    broken = JobResult(
+        Job("prices", Security(2, "B")), [(2, "2024-01-01", None, 2.0)]
+    )  # too few values
+    with pytest.raises(StoreError, match="saving failed"):
+        store.apply(run_id, [good, broken])
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        assert conn.execute("SELECT count(*) FROM prices").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM ntx_jobs").fetchone()[0] == 0
+    store.apply(run_id, [good])
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        assert conn.execute("SELECT count(*) FROM prices").fetchone()[0] == 1
+        assert conn.execute("SELECT status FROM ntx_jobs").fetchall() == [("done",)]
+    store.close()
+
+
+def test_read_only_open_never_writes(tmp_path: Path) -> None:
+    Store.open(tmp_path / "r.db").close()
+    before = (tmp_path / "r.db").read_bytes()
+    store = Store.open_readonly(tmp_path / "r.db")
+    assert [line.rows for line in store.status()] == [0, 0, 0, 0, 0]
+    store.close()
+    assert (tmp_path / "r.db").read_bytes() == before
