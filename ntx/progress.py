@@ -74,6 +74,14 @@ class _DatasetView:
     requests: int = 0
     rows: WriteCounts = dataclasses.field(default_factory=WriteCounts)
     first_start: float | None = None
+    last_finish: float | None = None
+
+    def rate(self, now: float) -> float:
+        """Requests per second while the dataset ran (its clock stops when it is done)."""
+        if self.first_start is None:
+            return 0.0
+        end = self.last_finish if self.finished == self.jobs and self.last_finish else now
+        return self.requests / (end - self.first_start) if end > self.first_start else 0.0
 
 
 class Tracker:
@@ -85,6 +93,7 @@ class Tracker:
         self.numbers: dict[tuple[str, str], int] = {}
         self.in_flight: dict[tuple[str, str], None] = {}
         self.requests = 0
+        self.started_at = trio.current_time()
 
     def handle(self, event: Event) -> None:
         match event:
@@ -106,6 +115,7 @@ class Tracker:
                 view.finished += 1
                 view.failed += event.error is not None
                 view.requests += event.requests
+                view.last_finish = trio.current_time()
                 self.requests += event.requests
                 self.in_flight.pop((event.dataset, event.label), None)
             case RowsCommitted():
@@ -280,7 +290,6 @@ class RichRenderer:
             table.add_column()
         for view in self._tracker.datasets.values():
             elapsed = now - view.first_start if view.first_start is not None else 0.0
-            rate = view.requests / elapsed if elapsed > 0 else 0.0
             remaining = view.jobs - view.finished
             eta = "-"
             if remaining == 0:
@@ -294,15 +303,22 @@ class RichRenderer:
                     total=max(view.jobs, 1), completed=view.finished if view.jobs else 1, width=30
                 ),
                 f"{view.finished:,}/{view.jobs:,}",
-                f"{rate:5.1f} req/s",
+                f"{view.rate(now):5.1f} req/s",
                 f"ETA {eta}",
                 f"{view.rows.new:,} new, {view.rows.updated:,} updated",
                 errors,
             )
-        flying = [label for (_, label) in self._tracker.in_flight]
+        tracker = self._tracker
+        elapsed = now - tracker.started_at
+        overall = Text(
+            f"{tracker.requests:,} requests in {format_duration(elapsed)}"
+            f" ({tracker.requests / elapsed if elapsed > 0 else 0.0:.1f}/s)",
+            style="dim",
+        )
+        flying = [label for (_, label) in tracker.in_flight]
         line = Text("in flight: ", style="dim")
         line.append(" ".join(flying[:12]) + (" ..." if len(flying) > 12 else "") or "-")
-        return Group(table, line)
+        return Group(table, overall, line)
 
 
 def choose_renderer(mode: str, out: TextIO | None = None) -> Renderer:

@@ -1,0 +1,105 @@
+"""The progress renderers, fed events under MockClock: what a person sees."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import trio
+from rich.console import Console
+from trio.testing import MockClock
+
+from ntx.events import (
+    DatasetPlanned,
+    DatasetTotals,
+    Failure,
+    JobFinished,
+    JobStarted,
+    RowsCommitted,
+    RunFinished,
+    RunStarted,
+    RunSummary,
+)
+from ntx.model import WriteCounts
+from ntx.progress import PlainRenderer, RichRenderer, format_duration
+
+
+@pytest.fixture
+def mock_clock() -> MockClock:
+    return MockClock(autojump_threshold=0)
+
+
+async def feed(renderer: PlainRenderer | RichRenderer) -> None:
+    """Ten one-request jobs, 0.2 s apart, then two idle seconds."""
+    renderer.handle(RunStarted("http://api.test", Path("x.db"), 5, 0.2))
+    renderer.handle(DatasetPlanned("prices", "Prices", 10, 3))
+    for i in range(10):
+        label = f"S{i}"
+        renderer.handle(JobStarted("prices", label, ()))
+        await trio.sleep(0.2)
+        renderer.handle(JobFinished("prices", label, 5, 1, "HTTP 500 from /x" if i == 3 else None))
+    renderer.handle(RowsCommitted("prices", WriteCounts(new=45)))
+    await trio.sleep(2.0)
+
+
+async def test_rich_bars_show_counts_and_a_rate_that_stops_when_done(mock_clock: MockClock) -> None:
+    out = io.StringIO()
+    renderer = RichRenderer(Console(file=out, force_terminal=True, width=140, color_system=None))
+    await feed(renderer)
+    renderer.refresh()
+    renderer.close()
+    screen = out.getvalue()
+    last_frame = screen[screen.rfind("Prices") :]
+    assert "10/10" in last_frame and "ETA done" in last_frame
+    assert "5.0 req/s" in last_frame  # 10 requests over 2.0 s, not diluted by the idle time
+    assert "45 new, 0 updated" in last_frame and "1 errors" in last_frame
+
+
+async def test_plain_lines_number_jobs_and_end_with_the_summary(mock_clock: MockClock) -> None:
+    out = io.StringIO()
+    renderer = PlainRenderer(out)
+    await feed(renderer)
+    totals = DatasetTotals(
+        "prices",
+        "Prices",
+        jobs=10,
+        up_to_date=3,
+        done=9,
+        failed=1,
+        requests=10,
+        rows=WriteCounts(45, 2, 1),
+        started_at=0.0,
+        finished_at=112.0,
+    )
+    summary = RunSummary(
+        1,
+        Path("x.db"),
+        {"prices": totals},
+        [Failure("prices", "S3", "HTTP 500 from /x")],
+        10,
+        112.0,
+    )
+    renderer.handle(RunFinished(summary))
+    lines = out.getvalue().splitlines()
+    assert lines[:4] == [
+        "ntx: backfilling from http://api.test into x.db",
+        "=== Backfilling prices (5 workers, 0.2 s throttle) ===",
+        "[1/10] S0 fetching...",
+        "[1/10] S0 done (5 records)",
+    ]
+    assert "[4/10] S3 FAILED: HTTP 500 from /x" in lines
+    assert (
+        "Prices: 45 new, 2 updated, 1 unchanged, 1 errors in 1m52s (3 already up to date)" in lines
+    )
+    assert "  prices S3: HTTP 500 from /x" in lines
+    assert lines[-1] == f"Database: {Path('x.db').resolve()}"
+
+
+def test_durations_read_like_a_clock() -> None:
+    assert [format_duration(s) for s in (0.04, 59.94, 112, 3600 + 120)] == [
+        "0.0s",
+        "59.9s",
+        "1m52s",
+        "1h02m",
+    ]
