@@ -6,6 +6,7 @@ Exit statuses: 0 all jobs done, 1 some failed or the run could not go on, 2 bad 
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import trio
 import typer
 
 from ntx import __version__
-from ntx.errors import EXIT_INTERRUPTED, EXIT_USAGE, NtxError, UsageError, reportable
+from ntx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, NtxError, UsageError, reportable
 
 T = TypeVar("T")
 
@@ -50,7 +51,13 @@ def _guarded(action: Callable[[], T]) -> T:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         if isinstance(error, NtxError):
             _fail(str(error), error.exit_code)
-        raise
+        if os.environ.get("NTX_DEBUG"):
+            raise
+        _fail(
+            f"internal error: {type(error).__name__}: {error}"
+            " (a bug in ntx; NTX_DEBUG=1 shows the traceback)",
+            EXIT_FAILED,
+        )
 
 
 def _version(value: bool) -> None:

@@ -93,9 +93,11 @@ class Tracker:
         self.numbers: dict[tuple[str, str], int] = {}
         self.in_flight: dict[tuple[str, str], None] = {}
         self.requests = 0
-        self.started_at = trio.current_time()
+        self.started_at: float | None = None  # set by the first event, inside trio
 
     def handle(self, event: Event) -> None:
+        if self.started_at is None:
+            self.started_at = trio.current_time()
         match event:
             case RunStarted():
                 self.run = event
@@ -309,7 +311,7 @@ class RichRenderer:
                 errors,
             )
         tracker = self._tracker
-        elapsed = now - tracker.started_at
+        elapsed = now - (tracker.started_at or now)
         overall = Text(
             f"{tracker.requests:,} requests in {format_duration(elapsed)}"
             f" ({tracker.requests / elapsed if elapsed > 0 else 0.0:.1f}/s)",

@@ -332,3 +332,47 @@ async def test_exit_status_is_1_when_lists_fail(
     result = await run_ntx_async("backfill", "--api", url, "--db", str(db))
     assert_one_line_error(result, 1, "cannot fetch the security list", "HTTP 503")
     assert not db.exists()
+
+
+def test_rich_progress_end_to_end(tmp_path: Path) -> None:
+    result = run_ntx(
+        "backfill",
+        "--demo",
+        "--demo-securities",
+        "15",
+        "--demo-latency-ms",
+        "1",
+        "--sleep",
+        "0",
+        "--progress",
+        "rich",
+        "--db",
+        str(tmp_path / "r.db"),
+        "--from",
+        "2026-01-01",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    screen = result.stdout
+    assert "\x1b[" in screen  # drawn for a terminal
+    for title in ("Companies", "Prices", "Reports", "Dividends", "Ownership"):
+        assert title in screen
+    assert "ETA done" in screen and "in flight:" in screen
+    assert re.search(r"^Prices: [\d,]+ new, 0 updated", screen, re.M)
+
+
+def test_internal_errors_are_one_line_unless_debugging(tmp_path: Path) -> None:
+    """A bug must not dump a traceback on users, but NTX_DEBUG=1 shows it to developers."""
+    code = (
+        "import ntx.backfill as b\n"
+        "async def broken(*a, **k):\n    raise RuntimeError('boom')\n"
+        "b.run_backfill = broken\n"
+        "from ntx.cli import main\nmain()\n"
+    )
+    args = [sys.executable, "-c", code, "backfill", "--demo", "--db", str(tmp_path / "x.db")]
+    result = subprocess.run(args, capture_output=True, text=True, env=ntx_env(), timeout=60)
+    assert_one_line_error(result, 1, "internal error: RuntimeError: boom", "NTX_DEBUG=1")
+    debug = subprocess.run(
+        args, capture_output=True, text=True, env={**ntx_env(), "NTX_DEBUG": "1"}, timeout=60
+    )
+    assert "Traceback" in debug.stderr and debug.returncode == 1
