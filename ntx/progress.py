@@ -125,7 +125,8 @@ class Tracker:
 
     def number(self, event: JobStarted | JobFinished) -> str:
         view = self.datasets[event.dataset]
-        return f"[{self.numbers.get((event.dataset, event.label), 0)}/{view.jobs}]"
+        number = self.numbers.get((event.dataset, event.label), 0)
+        return f"[{event.dataset} {number}/{view.jobs}]"
 
 
 def format_duration(seconds: float) -> str:

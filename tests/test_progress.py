@@ -85,10 +85,10 @@ async def test_plain_lines_number_jobs_and_end_with_the_summary(mock_clock: Mock
     assert lines[:4] == [
         "ntx: backfilling from http://api.test into x.db",
         "=== Backfilling prices (5 workers, 0.2 s throttle) ===",
-        "[1/10] S0 fetching...",
-        "[1/10] S0 done (5 records)",
+        "[prices 1/10] S0 fetching...",
+        "[prices 1/10] S0 done (5 records)",
     ]
-    assert "[4/10] S3 FAILED: HTTP 500 from /x" in lines
+    assert "[prices 4/10] S3 FAILED: HTTP 500 from /x" in lines
     assert (
         "Prices: 45 new, 2 updated, 1 unchanged, 1 errors in 1m52s (3 already up to date)" in lines
     )
