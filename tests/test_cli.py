@@ -196,7 +196,9 @@ def test_demo_backfill_from_a_fresh_directory_uses_its_own_database(tmp_path: Pa
         re.fullmatch(r"\[prices 1/\d+\] \S+ fetching \(2026-01-01 to \d{4}-\d\d-\d\d\)\.\.\.", line)
         for line in lines
     )
-    assert any(re.fullmatch(r"\[prices \d+/\d+\] \S+ done \([\d,]+ records\)", line) for line in lines)
+    assert any(
+        re.fullmatch(r"\[prices \d+/\d+\] \S+ done \([\d,]+ records\)", line) for line in lines
+    )
     assert re.search(
         r"^Prices: [\d,]+ new, 0 updated, 0 unchanged, 0 errors in ", result.stdout, re.M
     )
