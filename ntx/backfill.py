@@ -7,8 +7,7 @@ from functools import partial
 
 import trio
 
-from ntx.demo.app import DemoApp
-from ntx.demo.market import Market
+from ntx.demo.app import build_demo_app
 from ntx.demo.server import serve
 from ntx.engine import Engine, RunPlan
 from ntx.events import Event, RunFinished, RunStarted, RunSummary
@@ -38,8 +37,8 @@ async def _run(
 ) -> RunSummary:
     async with trio.open_nursery() as services:
         if settings.demo is not None:
-            market = Market(settings.demo.seed, settings.demo.securities, today=settings.today)
-            app = DemoApp(market, latency=settings.demo.latency_ms / 1000)
+            demo = settings.demo
+            app = build_demo_app(demo.securities, demo.seed, demo.latency_ms, settings.today)
             base_url = await services.start(partial(serve, app))
             source_name = f"the demo exchange at {base_url}"
         else:

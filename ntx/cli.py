@@ -10,13 +10,16 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import trio
 import typer
 
 from ntx import __version__
 from ntx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, NtxError, UsageError, reportable
+
+if TYPE_CHECKING:
+    from ntx.settings import DemoOptions
 
 T = TypeVar("T")
 
@@ -149,15 +152,11 @@ def backfill(
     """Fetch market data into the database. No dataset flag means all five."""
     from ntx.backfill import run_backfill
     from ntx.progress import choose_renderer
-    from ntx.settings import DemoOptions, resolve_backfill
+    from ntx.settings import resolve_backfill
 
     def run() -> int:
         demo_options = (
-            DemoOptions(
-                securities=_int_flag("--demo-securities", demo_securities, 1),
-                seed=_int_flag("--demo-seed", demo_seed, 0),
-                latency_ms=_float_flag("--demo-latency-ms", demo_latency_ms),
-            )
+            _demo_options(demo_securities, demo_seed, demo_latency_ms, prefix="--demo-")
             if demo
             else None
         )
@@ -230,14 +229,14 @@ def demo_serve(
     ),
 ) -> None:
     """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
-    from ntx.demo.app import DemoApp
-    from ntx.demo.market import Market
+    from ntx.demo.app import build_demo_app
     from ntx.demo.server import is_loopback, serve
 
     def run() -> None:
         port_number = _int_flag("--port", port, 0, 65535)
-        market = Market(_int_flag("--seed", seed, 0), _int_flag("--securities", securities, 1))
-        app_ = DemoApp(market, latency=_float_flag("--latency-ms", latency_ms) / 1000)
+        options = _demo_options(securities, seed, latency_ms, prefix="--")
+        app_ = build_demo_app(options.securities, options.seed, options.latency_ms)
+        market = app_.market
         if not is_loopback(host):
             typer.echo(
                 f"ntx: warning: the demo exchange listens on {host}, not only this machine",
@@ -288,10 +287,15 @@ def _int_flag(flag: str, value: str, low: int, high: int | None = None) -> int:
     return number
 
 
-def _float_flag(flag: str, value: str) -> float:
-    from ntx.settings import parse_sleep
+def _demo_options(securities: str, seed: str, latency_ms: str, *, prefix: str) -> DemoOptions:
+    """The demo market's flags (`--securities` or `--demo-securities`, ...), validated."""
+    from ntx.settings import DemoOptions, parse_milliseconds
 
-    return parse_sleep(value, flag)
+    return DemoOptions(
+        securities=_int_flag(f"{prefix}securities", securities, 1),
+        seed=_int_flag(f"{prefix}seed", seed, 0),
+        latency_ms=parse_milliseconds(latency_ms, f"{prefix}latency-ms"),
+    )
 
 
 def main() -> None:

@@ -114,7 +114,8 @@ class Engine:
     async def _fetch_universe(self) -> tuple[list[Security], JobResult]:
         """Stage one: the lists. Unknown symbols stop the run here, before any write."""
         await self._announce(COMPANIES.name, jobs=1, up_to_date=0)
-        result = await self._fetch(Job(COMPANIES.name))
+        async with self._limiter:
+            result = await self._fetch(Job(COMPANIES.name))
         if not result.ok:
             raise ListsUnavailable(f"cannot fetch the security list: {result.error}")
         securities = [security_from_row(row) for row in result.rows]
@@ -168,16 +169,13 @@ class Engine:
         self, job: Job, slot: object, results: trio.MemorySendChannel[JobResult]
     ) -> None:
         try:
-            result = await self._fetch(job, holding_slot=True)
-            await results.send(result)
+            await results.send(await self._fetch(job))
         finally:
             self._limiter.release_on_behalf_of(slot)
 
-    async def _fetch(self, job: Job, holding_slot: bool = False) -> JobResult:
-        """One job: its requests (each through the throttle), then wire to rows."""
-        if not holding_slot:
-            async with self._limiter:
-                return await self._fetch(job, holding_slot=True)
+    async def _fetch(self, job: Job) -> JobResult:
+        """One job, run while the caller holds a limiter slot: its requests (each through
+        the throttle), then wire to rows. A `FetchError` becomes a failed result."""
         spec = DATASETS[job.dataset]
         totals = self._totals[job.dataset]
         if totals.started_at is None:

@@ -42,7 +42,7 @@ def parse_workers(value: Any, where: str) -> int:
     return number
 
 
-def _seconds(value: Any, where: str, *, positive: bool) -> float:
+def _amount(value: Any, where: str, *, positive: bool, unit: str = "seconds") -> float:
     try:
         number = float(str(value).strip())
     except ValueError:
@@ -54,16 +54,20 @@ def _seconds(value: Any, where: str, *, positive: bool) -> float:
         or isinstance(value, bool)
     ):
         bound = "> 0" if positive else ">= 0"
-        raise UsageError(f"{where} must be a number of seconds {bound}, got {value!r}")
+        raise UsageError(f"{where} must be a number of {unit} {bound}, got {value!r}")
     return number
 
 
 def parse_sleep(value: Any, where: str) -> float:
-    return _seconds(value, where, positive=False)
+    return _amount(value, where, positive=False)
 
 
 def parse_timeout(value: Any, where: str) -> float:
-    return _seconds(value, where, positive=True)
+    return _amount(value, where, positive=True)
+
+
+def parse_milliseconds(value: Any, where: str) -> float:
+    return _amount(value, where, positive=False, unit="milliseconds")
 
 
 def parse_date(value: Any, where: str) -> date:

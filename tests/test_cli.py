@@ -36,20 +36,25 @@ def assert_one_line_error(
         assert needle in lines[0], lines[0]
 
 
+SMALL_DEMO = [
+    "backfill",
+    "--demo",
+    "--demo-securities",
+    "15",
+    "--demo-latency-ms",
+    "0",
+    "--sleep",
+    "0",
+]
+
+
 @pytest.fixture(scope="module")
 def existing_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real ntx database, made by a small demo backfill."""
     folder = tmp_path_factory.mktemp("db")
     db = folder / "ntx.db"
     result = run_ntx(
-        "backfill",
-        "--demo",
-        "--demo-securities",
-        "15",
-        "--demo-latency-ms",
-        "0",
-        "--sleep",
-        "0",
+        *SMALL_DEMO,
         "--db",
         str(db),
         "--progress",
@@ -72,6 +77,8 @@ BAD_FLAGS = [
     (["--timeout", "0"], "--timeout must be a number of seconds > 0"),
     (["--symbols", "NABIL,,ADBL"], "--symbols takes a comma-separated list"),
     (["--progress", "loud"], "--progress must be one of auto, rich, plain, json"),
+    (["--demo-latency-ms", "-3"], "--demo-latency-ms must be a number of milliseconds >= 0"),
+    (["--demo-securities", "0"], "--demo-securities must be a whole number from 1"),
 ]
 
 
@@ -98,16 +105,7 @@ def test_unknown_symbol_is_named_before_anything_is_written(
     existing_db: Path, tmp_path: Path
 ) -> None:
     before = digest(existing_db)
-    base = [
-        "backfill",
-        "--demo",
-        "--demo-securities",
-        "15",
-        "--demo-latency-ms",
-        "0",
-        "--sleep",
-        "0",
-    ]
+    base = SMALL_DEMO
     result = run_ntx(*base, "--db", str(existing_db), "--symbols", "NABIL,NOSUCH")
     assert_one_line_error(result, 2, "unknown symbol NOSUCH")
     assert digest(existing_db) == before

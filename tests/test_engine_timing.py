@@ -26,6 +26,11 @@ def mock_clock() -> MockClock:
     return MockClock(autojump_threshold=0)
 
 
+def gaps_between(log: list[tuple[float, float]]) -> list[float]:
+    """Idle time between each answer and the next request."""
+    return [start - prev_end for (_, prev_end), (start, _) in pairwise(log)]
+
+
 async def _drain(receive: trio.MemoryReceiveChannel[Event]) -> None:
     async for _ in receive:
         pass
@@ -108,7 +113,7 @@ async def test_never_more_than_workers_in_flight_and_slots_sleep_after_every_req
         log=log,
     )
     assert network["max"] == 1 and throttle.max_in_flight == 1
-    gaps = [start - prev_end for (_, prev_end), (start, _) in pairwise(log)]
+    gaps = gaps_between(log)
     assert gaps and all(gap == pytest.approx(0.5) for gap in gaps)
 
 
@@ -127,7 +132,7 @@ async def test_failed_requests_are_throttled_too_and_isolated(
         log=log,
         fail={f"/api/nots/security/{victim}": 500},
     )
-    gaps = [start - prev_end for (_, prev_end), (start, _) in pairwise(log)]
+    gaps = gaps_between(log)
     assert all(gap == pytest.approx(0.25) for gap in gaps)
     totals = summary.datasets["ownership"]  # type: ignore[attr-defined]
     assert totals.failed == 1 and totals.done == len(default_universe(market)) - 1
