@@ -90,12 +90,19 @@ class Tracker:
     def __init__(self) -> None:
         self.run: RunStarted | None = None
         self.datasets: dict[str, _DatasetView] = {}
-        self.numbers: dict[tuple[str, str], int] = {}
-        self.in_flight: dict[tuple[str, str], None] = {}
+        # The jobs in flight and their [i/N] numbers; nothing is kept once a job is done.
+        self.in_flight: dict[tuple[str, str], int] = {}
         self.requests = 0
         self.started_at: float | None = None  # set by the first event, inside trio
 
-    def handle(self, event: Event) -> None:
+    def handle(self, event: Event) -> str:
+        """Update the counts; for a job event, return its "[dataset i/N]" tag."""
+        tag = ""
+        if isinstance(event, JobStarted | JobFinished):
+            view = self.datasets[event.dataset]
+            key = (event.dataset, event.label)
+            number = self.in_flight.get(key, view.started + 1)
+            tag = f"[{event.dataset} {number}/{view.jobs}]"
         if self.started_at is None:
             self.started_at = trio.current_time()
         match event:
@@ -110,8 +117,7 @@ class Tracker:
                 view.started += 1
                 if view.first_start is None:
                     view.first_start = trio.current_time()
-                self.numbers[(event.dataset, event.label)] = view.started
-                self.in_flight[(event.dataset, event.label)] = None
+                self.in_flight[(event.dataset, event.label)] = view.started
             case JobFinished():
                 view = self.datasets[event.dataset]
                 view.finished += 1
@@ -122,11 +128,7 @@ class Tracker:
                 self.in_flight.pop((event.dataset, event.label), None)
             case RowsCommitted():
                 self.datasets[event.dataset].rows.add(event.counts)
-
-    def number(self, event: JobStarted | JobFinished) -> str:
-        view = self.datasets[event.dataset]
-        number = self.numbers.get((event.dataset, event.label), 0)
-        return f"[{event.dataset} {number}/{view.jobs}]"
+        return tag
 
 
 def format_duration(seconds: float) -> str:
@@ -189,7 +191,7 @@ class PlainRenderer:
 
     def handle(self, event: Event) -> None:
         tracker = self._tracker
-        tracker.handle(event)
+        tag = tracker.handle(event)
         match event:
             case RunStarted():
                 self._print(f"ntx: backfilling from {event.source} into {event.db_path}")
@@ -204,14 +206,12 @@ class PlainRenderer:
                         f"=== Backfilling {event.dataset} ({tracker.run.workers} workers,"
                         f" {tracker.run.sleep:g} s throttle) ==="
                     )
-                self._print(
-                    f"{tracker.number(event)} {event.label} fetching{_ranges(event.ranges)}..."
-                )
+                self._print(f"{tag} {event.label} fetching{_ranges(event.ranges)}...")
             case JobFinished():
                 outcome = (
                     f"FAILED: {event.error}" if event.error else f"done ({event.rows:,} records)"
                 )
-                self._print(f"{tracker.number(event)} {event.label} {outcome}")
+                self._print(f"{tag} {event.label} {outcome}")
             case RunFinished():
                 for line in summary_lines(event.summary):
                     self._print(line)
