@@ -118,9 +118,12 @@ class NepseSource:
             try:
                 response = await self._client.get(path, params=params)
             except httpx.TimeoutException as exc:
-                raise TransportError(f"timed out: {path} ({type(exc).__name__})") from exc
+                raise TransportError(
+                    f"timed out: {self._url(path)} ({type(exc).__name__})"
+                ) from exc
             except httpx.HTTPError as exc:
-                raise TransportError(f"{_describe(exc)}: {path}") from exc
+                reason = str(exc) or type(exc).__name__
+                raise TransportError(f"{_describe(exc)} {self._url(path)} ({reason})") from exc
         if response.status_code != 200:
             raise HttpStatusError(response.status_code, path, response.headers.get("Retry-After"))
         try:
@@ -128,13 +131,16 @@ class NepseSource:
         except ValueError as exc:
             raise MalformedResponse(f"{path}: the answer is not valid JSON ({exc})") from exc
 
+    def _url(self, path: str) -> str:
+        return str(self._client.base_url.join(path.lstrip("/")))
+
 
 def _describe(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.ConnectError):
-        return "cannot connect"
+        return "cannot connect to"
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return "connection broken"
-    return f"request failed ({type(exc).__name__})"
+        return "connection broken at"
+    return "request failed:"
 
 
 def _expect_list(body: Wire, what: str) -> list[Wire]:
