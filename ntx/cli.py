@@ -299,8 +299,8 @@ def _demo_options(securities: str, seed: str, latency_ms: str, *, prefix: str) -
 
 
 def main() -> None:
-    """Entry point of the `ntx` command."""
-    app()
+    """Entry point of the `ntx` command (and of `python -m ntx`)."""
+    app(prog_name="ntx")
 
 
 __all__ = ["EXIT_USAGE", "app", "main"]
