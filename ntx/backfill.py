@@ -10,8 +10,9 @@ import trio
 from ntx.demo.app import build_demo_app
 from ntx.demo.server import serve
 from ntx.engine import Engine, RunPlan
-from ntx.events import Event, RunFinished, RunStarted, RunSummary
+from ntx.events import Event, Paused, RunFinished, RunStarted, RunSummary
 from ntx.progress import Renderer, run_printer
+from ntx.retry import CircuitBreaker, RetryPolicy
 from ntx.settings import BackfillSettings
 from ntx.sources.nepse import NepseSource, open_client
 from ntx.store import check_path
@@ -45,6 +46,16 @@ async def _run(
             assert settings.api is not None
             base_url = source_name = settings.api
         throttle = Throttle(settings.sleep)
+
+        async def announce_pause(seconds: float, reason: str) -> None:
+            await events.send(Paused(seconds, reason))
+
+        policy = RetryPolicy(
+            throttle,
+            retries=settings.retries,
+            breaker=CircuitBreaker(throttle),
+            notify=announce_pause,
+        )
         plan = RunPlan(
             datasets=settings.datasets,
             db_path=settings.db,
@@ -65,6 +76,7 @@ async def _run(
             verify=not settings.insecure,
         )
         async with client:
-            summary = await Engine(plan, NepseSource(client, throttle), throttle, events).run()
+            source = NepseSource(client, throttle, policy)
+            summary = await Engine(plan, source, throttle, events).run()
         services.cancel_scope.cancel()
     return summary

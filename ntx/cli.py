@@ -119,6 +119,12 @@ def backfill(
     timeout: str | None = typer.Option(
         None, "--timeout", metavar="SECONDS", help="Limit per request [default: 30; NTX_TIMEOUT]."
     ),
+    retries: str | None = typer.Option(
+        None,
+        "--retries",
+        metavar="N",
+        help="Retries per request after 429, 5xx, timeouts, bad answers [default: 5; NTX_RETRIES].",
+    ),
     force: bool = typer.Option(False, "--force", help="Fetch the whole price range again."),
     db: str | None = typer.Option(
         None,
@@ -175,6 +181,7 @@ def backfill(
             workers=workers,
             sleep=sleep,
             timeout=timeout,
+            retries=retries,
             force=force,
             db=db,
             api=api,

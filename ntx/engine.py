@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 
 from ntx.datasets import COMPANIES, DATASETS, plan_jobs, security_from_row, select_universe
-from ntx.errors import FetchError, NtxError
+from ntx.errors import FetchError, NotFound, NtxError
 from ntx.events import (
     DatasetPlanned,
     DatasetTotals,
@@ -78,6 +78,7 @@ class Engine:
             for name in (COMPANIES.name, *plan.datasets)
         }
         self._failures: list[Failure] = []
+        self._skips: list[Failure] = []
 
     async def run(self) -> RunSummary:
         started = trio.current_time()
@@ -109,6 +110,8 @@ class Engine:
             failures=self._failures,
             requests=self._throttle.requests,
             elapsed=trio.current_time() - started,
+            skips=self._skips,
+            command=self.plan.command,
         )
 
     async def _fetch_universe(self) -> tuple[list[Security], JobResult]:
@@ -184,13 +187,25 @@ class Engine:
         meter = RequestMeter(self._throttle)
         try:
             wire = await spec.fetch(self._source.bind(meter), job)
-            result = JobResult(job, spec.to_rows(wire, job), requests=meter.count)
+            result = JobResult(job, spec.to_rows(wire, job))
+        except NotFound as exc:
+            result = JobResult(job, error=str(exc), skipped=True)
         except FetchError as exc:
-            result = JobResult(job, error=str(exc), requests=meter.count)
+            result = JobResult(job, error=str(exc))
+        result.requests, result.retries = meter.count, meter.retries
         totals.requests += meter.count
+        totals.retries += meter.retries
         totals.finished_at = trio.current_time()
         await self._events.send(
-            JobFinished(job.dataset, job.label, len(result.rows), result.requests, result.error)
+            JobFinished(
+                job.dataset,
+                job.label,
+                len(result.rows),
+                result.requests,
+                result.error,
+                result.retries,
+                result.skipped,
+            )
         )
         return result
 
@@ -199,11 +214,14 @@ class Engine:
         totals.rows.add(counts)
         if result.ok:
             totals.done += 1
+            return
+        failure = Failure(result.job.dataset, result.job.label, result.error or "unknown error")
+        if result.skipped:
+            totals.skipped += 1
+            self._skips.append(failure)
         else:
             totals.failed += 1
-            self._failures.append(
-                Failure(result.job.dataset, result.job.label, result.error or "unknown error")
-            )
+            self._failures.append(failure)
 
     async def _announce(self, name: str, jobs: int, up_to_date: int) -> None:
         totals = self._totals[name]

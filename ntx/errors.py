@@ -50,6 +50,20 @@ class MalformedResponse(FetchError):
     """The answer was not JSON, or not JSON of the documented shape."""
 
 
+class NotFound(FetchError):
+    """The API has no such resource (HTTP 404): the job is skipped, not failed."""
+
+
+class AccessDenied(NtxError):
+    """HTTP 401 or 403: every job would fail the same way, so the run stops at once."""
+
+
+class Interrupted(NtxError):
+    """The run was stopped by a signal; what was fetched before it is committed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 def reportable(exc: BaseException) -> BaseException:
     """The one error to report out of a (possibly nested) exception group.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ntx.errors import EXIT_FAILED, EXIT_OK
+from ntx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from ntx.model import DateRange, WriteCounts
 
 
@@ -42,6 +42,16 @@ class JobFinished:
     rows: int
     requests: int
     error: str | None
+    retries: int = 0
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class Paused:
+    """Every worker waits `seconds` (after a 429, or while the circuit breaker cools down)."""
+
+    seconds: float
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,9 @@ class DatasetTotals:
     up_to_date: int = 0
     done: int = 0
     failed: int = 0
+    skipped: int = 0
     requests: int = 0
+    retries: int = 0
     rows: WriteCounts = field(default_factory=WriteCounts)
     started_at: float | None = None
     finished_at: float | None = None
@@ -89,9 +101,18 @@ class RunSummary:
     failures: list[Failure]
     requests: int
     elapsed: float
+    skips: list[Failure] = field(default_factory=list)
+    interrupted: bool = False
+    command: str = ""
+
+    @property
+    def rows_saved(self) -> int:
+        return sum(t.rows.new + t.rows.updated for t in self.datasets.values())
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         return EXIT_FAILED if self.failures else EXIT_OK
 
 
@@ -100,4 +121,6 @@ class RunFinished:
     summary: RunSummary
 
 
-Event = RunStarted | DatasetPlanned | JobStarted | JobFinished | RowsCommitted | RunFinished
+Event = (
+    RunStarted | DatasetPlanned | JobStarted | JobFinished | RowsCommitted | Paused | RunFinished
+)

@@ -92,12 +92,18 @@ class JobResult:
 
     job: Job
     rows: list[Row] = field(default_factory=list)
-    error: str | None = None
+    error: str | None = None  # why it failed, or why it was skipped
     requests: int = 0
+    retries: int = 0
+    skipped: bool = False  # the API has no such resource (404): not a failure
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def status(self) -> str:
+        return "done" if self.ok else "skipped" if self.skipped else "failed"
 
 
 @dataclass(slots=True)

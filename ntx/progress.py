@@ -25,6 +25,7 @@ from ntx.events import (
     Event,
     JobFinished,
     JobStarted,
+    Paused,
     RowsCommitted,
     RunFinished,
     RunStarted,
@@ -71,6 +72,7 @@ class _DatasetView:
     started: int = 0
     finished: int = 0
     failed: int = 0
+    retries: int = 0
     requests: int = 0
     rows: WriteCounts = dataclasses.field(default_factory=WriteCounts)
     first_start: float | None = None
@@ -94,6 +96,8 @@ class Tracker:
         self.in_flight: dict[tuple[str, str], int] = {}
         self.requests = 0
         self.started_at: float | None = None  # set by the first event, inside trio
+        self.paused_until = 0.0
+        self.pause_reason = ""
 
     def handle(self, event: Event) -> str:
         """Update the counts; for a job event, return its "[dataset i/N]" tag."""
@@ -121,13 +125,17 @@ class Tracker:
             case JobFinished():
                 view = self.datasets[event.dataset]
                 view.finished += 1
-                view.failed += event.error is not None
+                view.failed += event.error is not None and not event.skipped
+                view.retries += event.retries
                 view.requests += event.requests
                 view.last_finish = trio.current_time()
                 self.requests += event.requests
                 self.in_flight.pop((event.dataset, event.label), None)
             case RowsCommitted():
                 self.datasets[event.dataset].rows.add(event.counts)
+            case Paused():
+                self.paused_until = max(self.paused_until, trio.current_time() + event.seconds)
+                self.pause_reason = event.reason
         return tag
 
 
@@ -152,26 +160,41 @@ def summary_lines(summary: RunSummary) -> list[str]:
         rows = totals.rows
         line = (
             f"{totals.title}: {rows.new:,} new, {rows.updated:,} updated, "
-            f"{rows.unchanged:,} unchanged, {totals.failed:,} errors "
-            f"in {format_duration(totals.elapsed)}"
+            f"{rows.unchanged:,} unchanged, {totals.failed:,} errors"
         )
+        if totals.skipped:
+            line += f", {totals.skipped:,} skipped"
+        line += f" in {format_duration(totals.elapsed)}"
+        notes = [f"{totals.retries:,} retries"] if totals.retries else []
         if totals.up_to_date:
-            line += f" ({totals.up_to_date:,} already up to date)"
-        lines.append(line)
+            notes.append(f"{totals.up_to_date:,} already up to date")
+        lines.append(line + (f" ({', '.join(notes)})" if notes else ""))
     rate = summary.requests / summary.elapsed if summary.elapsed > 0 else 0.0
+    retries = sum(t.retries for t in summary.datasets.values())
     lines.append(
-        f"Requests: {summary.requests:,} in {format_duration(summary.elapsed)} ({rate:.1f}/s)"
+        f"Requests: {summary.requests:,} in {format_duration(summary.elapsed)} ({rate:.1f}/s),"
+        f" {retries:,} of them retries"
     )
-    if summary.failures:
-        lines.append(f"Failed jobs ({len(summary.failures)}):")
-        for failure in summary.failures[:MAX_FAILURES_LISTED]:
-            lines.append(f"  {failure.dataset} {failure.label}: {failure.reason}")
-        if len(summary.failures) > MAX_FAILURES_LISTED:
+    for title, jobs in (("Failed jobs", summary.failures), ("Skipped jobs", summary.skips)):
+        if not jobs:
+            continue
+        lines.append(f"{title} ({len(jobs)}):")
+        for job in jobs[:MAX_FAILURES_LISTED]:
+            lines.append(f"  {job.dataset} {job.label}: {job.reason}")
+        if len(jobs) > MAX_FAILURES_LISTED:
             lines.append(
-                f"  ... and {len(summary.failures) - MAX_FAILURES_LISTED} more, all recorded in"
-                f" the ntx_jobs table (run {summary.run_id})"
+                f"  ... and {len(jobs) - MAX_FAILURES_LISTED} more: ntx runs show {summary.run_id}"
             )
+    if summary.failures and not summary.interrupted:
+        lines.append(
+            "Retry just those with: ntx backfill --retry-failed (and your --api or --demo)"
+        )
     lines.append(f"Database: {summary.db_path.resolve()}")
+    if summary.interrupted:
+        lines.append(
+            f"Interrupted: {summary.rows_saved:,} rows saved (run {summary.run_id})."
+            f" Resume with: {summary.command}"
+        )
     return lines
 
 
@@ -208,10 +231,17 @@ class PlainRenderer:
                     )
                 self._print(f"{tag} {event.label} fetching{_ranges(event.ranges)}...")
             case JobFinished():
-                outcome = (
-                    f"FAILED: {event.error}" if event.error else f"done ({event.rows:,} records)"
-                )
+                if event.skipped:
+                    outcome = f"skipped: {event.error}"
+                elif event.error:
+                    outcome = f"FAILED: {event.error}"
+                else:
+                    outcome = f"done ({event.rows:,} records)"
+                if event.retries:
+                    outcome += f" after {event.retries} retries"
                 self._print(f"{tag} {event.label} {outcome}")
+            case Paused():
+                self._print(f"ntx: every worker waits {event.seconds:.1f}s: {event.reason}")
             case RunFinished():
                 for line in summary_lines(event.summary):
                     self._print(line)
@@ -299,7 +329,10 @@ class RichRenderer:
                 eta = "done"
             elif view.finished and elapsed > 0:
                 eta = format_duration(remaining * elapsed / view.finished)
-            errors = Text(f"{view.failed} errors", style="red" if view.failed else "dim")
+            errors = Text(
+                f"{view.failed} errors, {view.retries} retries",
+                style="red" if view.failed else "dim",
+            )
             table.add_row(
                 Text(view.title, style="bold"),
                 ProgressBar(
@@ -321,6 +354,12 @@ class RichRenderer:
         flying = [label for (_, label) in tracker.in_flight]
         line = Text("in flight: ", style="dim")
         line.append(" ".join(flying[:12]) + (" ..." if len(flying) > 12 else "") or "-")
+        if now < tracker.paused_until:
+            pause = Text(
+                f"paused, resuming in {tracker.paused_until - now:.0f}s: {tracker.pause_reason}",
+                style="yellow",
+            )
+            return Group(table, overall, pause, line)
         return Group(table, overall, line)
 
 

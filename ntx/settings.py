@@ -25,7 +25,8 @@ from ntx.nepal import nepal_today, one_year_before
 
 T = TypeVar("T")
 MAX_WORKERS = 512
-TUNABLE = ("workers", "sleep", "timeout", "db", "api", "progress", "insecure")
+TUNABLE = ("workers", "sleep", "timeout", "retries", "db", "api", "progress", "insecure")
+MAX_RETRIES = 100
 PROGRESS_MODES = ("auto", "rich", "plain", "json")
 
 
@@ -39,6 +40,16 @@ def parse_workers(value: Any, where: str) -> int:
         number = 0
     if not 1 <= number <= MAX_WORKERS or isinstance(value, float | bool):
         raise UsageError(f"{where} must be a whole number from 1 to {MAX_WORKERS}, got {value!r}")
+    return number
+
+
+def parse_retries(value: Any, where: str) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if not 0 <= number <= MAX_RETRIES or isinstance(value, float | bool):
+        raise UsageError(f"{where} must be a whole number from 0 to {MAX_RETRIES}, got {value!r}")
     return number
 
 
@@ -186,6 +197,7 @@ class BackfillSettings:
     workers: int
     sleep: float
     timeout: float
+    retries: int
     force: bool
     db: Path
     api: str | None
@@ -204,6 +216,7 @@ def resolve_backfill(
     workers: str | None,
     sleep: str | None,
     timeout: str | None,
+    retries: str | None,
     force: bool,
     db: str | None,
     api: str | None,
@@ -243,6 +256,7 @@ def resolve_backfill(
         workers=layers.pick("workers", workers, parse_workers, 5),
         sleep=layers.pick("sleep", sleep, parse_sleep, 0.2),
         timeout=layers.pick("timeout", timeout, parse_timeout, 30.0),
+        retries=layers.pick("retries", retries, parse_retries, 5),
         force=force,
         db=layers.pick("db", db, parse_path, default_db),
         api=api_url,

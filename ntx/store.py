@@ -340,7 +340,7 @@ class Store:
                             job.dataset,
                             job.security.id if job.security else None,
                             ",".join(str(r) for r in job.ranges) or None,
-                            "done" if result.ok else "failed",
+                            result.status,
                             result.error,
                             result.requests,
                             len(result.rows),

@@ -169,28 +169,62 @@ async def test_failed_job_is_named_exit_1_and_others_are_stored(
     url, recorder = await start_demo(securities=30, seed=7)
     market = recorder.app.market
     universe = default_universe(market)
-    victim = market.by_id[universe[1]]
-    recorder.fail[f"/api/nots/application/reports/{victim.security_id}"] = 500
+    victim, ghost = market.by_id[universe[1]], market.by_id[universe[2]]
+    recorder.fail[f"/api/nots/application/reports/{victim.security_id}"] = 400  # fails, no retry
+    recorder.fail[f"/api/nots/application/reports/{ghost.security_id}"] = 404  # skipped
     db = tmp_path / "f.db"
     result = await run_ntx_async(*fetch_args(url, db, "--reports", "--dividends"))
     assert result.returncode == 1
-    assert f"reports {victim.symbol}: HTTP 500" in result.stdout
-    expected = expected_tables(
-        market, DateRange(TODAY, TODAY), [s for s in universe if s != victim.security_id]
-    )
+    path = f"/api/nots/application/reports/{victim.security_id}"
+    assert f"reports {victim.symbol}: HTTP 400 from {path}" in result.stdout
+    assert f"reports {ghost.symbol}: not found" in result.stdout
+    assert "Reports: " in result.stdout and "1 errors, 1 skipped" in result.stdout
+    stored = [s for s in universe if s not in (victim.security_id, ghost.security_id)]
+    expected = expected_tables(market, DateRange(TODAY, TODAY), stored)
     assert table(db, "reports") == expected["reports"]
     assert len(table(db, "dividends")) == sum(len(market.expected_dividends(s)) for s in universe)
     with sqlite3.connect(db) as conn:
-        failed = conn.execute(
-            "SELECT dataset, security_id, reason FROM ntx_jobs WHERE status = 'failed'"
+        jobs = conn.execute(
+            "SELECT status, security_id, reason FROM ntx_jobs"
+            " WHERE status != 'done' ORDER BY status"
         ).fetchall()
-    assert failed == [
+    assert jobs == [
+        ("failed", victim.security_id, f"HTTP 400 from {path}"),
         (
-            "reports",
-            victim.security_id,
-            f"HTTP 500 from /api/nots/application/reports/{victim.security_id}",
-        )
+            "skipped",
+            ghost.security_id,
+            f"not found (HTTP 404 from /api/nots/application/reports/{ghost.security_id})",
+        ),
     ]
+
+
+async def test_only_skips_still_exit_0(start_demo: Callable[..., Any], tmp_path: Path) -> None:
+    url, recorder = await start_demo(securities=30, seed=7)
+    ghost = default_universe(recorder.app.market)[0]
+    recorder.fail[f"/api/nots/security/{ghost}"] = 404
+    result = await run_ntx_async(*fetch_args(url, tmp_path / "k.db", "--ownership"))
+    assert result.returncode == 0, result.stdout
+    assert "Skipped jobs (1):" in result.stdout
+
+
+async def test_access_denied_stops_the_run_at_once(
+    start_demo: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, recorder = await start_demo(securities=60, seed=7)
+    market = recorder.app.market
+    universe = sorted(default_universe(market), key=lambda sid: market.by_id[sid].symbol)
+    recorder.fail[f"/api/nots/application/dividend/{universe[0]}"] = 401  # ntx's first job
+    args = fetch_args(url, tmp_path / "d.db", "--dividends", "--workers", "1")
+    result = await run_ntx_async(*args)
+    assert result.returncode == 1
+    errors = result.stderr.strip().splitlines()
+    assert errors == [
+        "ntx: error: the API refused access (HTTP 401 from"
+        f" /api/nots/application/dividend/{universe[0]}): check the URL and any credentials"
+    ]
+    assert len(recorder.paths("/dividend/")) == 1  # nothing after the 401
+    with sqlite3.connect(tmp_path / "d.db") as conn:
+        assert conn.execute("SELECT status FROM ntx_runs").fetchall() == [("failed",)]
 
 
 async def test_status_describes_the_database(

@@ -16,6 +16,7 @@ import httpx
 from ntx import __version__
 from ntx.errors import HttpStatusError, MalformedResponse, TransportError
 from ntx.model import DateRange
+from ntx.retry import RetryPolicy
 from ntx.sources import Wire
 from ntx.throttle import RequestGate
 
@@ -49,14 +50,21 @@ def _segment(identifier: object) -> str:
 
 
 class NepseSource:
-    """The NEPSE wire format over an `httpx.AsyncClient` whose base_url is the API root."""
+    """The NEPSE wire format over an `httpx.AsyncClient` whose base_url is the API root.
 
-    def __init__(self, client: httpx.AsyncClient, gate: RequestGate) -> None:
+    With a `policy`, every request is retried by it; without one, each request is tried once
+    and its error raised as it is.
+    """
+
+    def __init__(
+        self, client: httpx.AsyncClient, gate: RequestGate, policy: RetryPolicy | None = None
+    ) -> None:
         self._client = client
         self._gate = gate
+        self._policy = policy
 
     def bind(self, gate: RequestGate) -> NepseSource:
-        return NepseSource(self._client, gate)
+        return NepseSource(self._client, gate, self._policy)
 
     async def companies(self) -> list[Wire]:
         return _expect_list(await self._get("/api/nots/company/list"), "company list")
@@ -113,7 +121,13 @@ class NepseSource:
         return body
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Wire:
-        """One request through the gate; the answer's body is read before the gate closes."""
+        """One request, retried by the policy if there is one."""
+        if self._policy is None:
+            return await self._attempt(path, params)
+        return await self._policy.call(lambda: self._attempt(path, params), self._gate)
+
+    async def _attempt(self, path: str, params: dict[str, Any] | None) -> Wire:
+        """One attempt through the gate; the answer's body is read before the gate closes."""
         async with self._gate.request():
             try:
                 response = await self._client.get(path, params=params)
