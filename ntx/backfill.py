@@ -7,7 +7,7 @@ from functools import partial
 
 import trio
 
-from ntx.demo.app import build_demo_app
+from ntx.demo.faults import build_demo_app
 from ntx.demo.server import serve
 from ntx.engine import Engine, RunPlan
 from ntx.events import Event, Paused, RunFinished, RunStarted, RunSummary
@@ -38,8 +38,7 @@ async def _run(
 ) -> RunSummary:
     async with trio.open_nursery() as services:
         if settings.demo is not None:
-            demo = settings.demo
-            app = build_demo_app(demo.securities, demo.seed, demo.latency_ms, settings.today)
+            app = build_demo_app(settings.demo, settings.today)
             base_url = await services.start(partial(serve, app))
             source_name = f"the demo exchange at {base_url}"
         else:

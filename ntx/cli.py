@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ntx.settings import DemoOptions
 
 T = TypeVar("T")
+FAULTS_HELP = "Faults to inject: 429,5xx,reset,truncated,malformed,stall [default: all]."
 
 app = typer.Typer(
     name="ntx",
@@ -154,6 +155,10 @@ def backfill(
     demo_latency_ms: str = typer.Option(
         "40", "--demo-latency-ms", metavar="MS", help="With --demo: latency."
     ),
+    fail_rate: str | None = typer.Option(
+        None, "--fail-rate", metavar="F", help="With --demo: share of requests to fail (0 to 1)."
+    ),
+    faults: str | None = typer.Option(None, "--faults", metavar="LIST", help=FAULTS_HELP),
 ) -> None:
     """Fetch market data into the database. No dataset flag means all five."""
     from ntx.backfill import run_backfill
@@ -162,10 +167,14 @@ def backfill(
 
     def run() -> int:
         demo_options = (
-            _demo_options(demo_securities, demo_seed, demo_latency_ms, prefix="--demo-")
+            _demo_options(
+                demo_securities, demo_seed, demo_latency_ms, fail_rate, faults, prefix="--demo-"
+            )
             if demo
             else None
         )
+        if not demo and (fail_rate is not None or faults is not None):
+            raise UsageError("--fail-rate and --faults go with --demo (or ntx demo serve)")
         settings = resolve_backfill(
             datasets={
                 "companies": companies,
@@ -234,15 +243,19 @@ def demo_serve(
     latency_ms: str = typer.Option(
         "40", "--latency-ms", metavar="MS", help="Delay of every answer."
     ),
+    fail_rate: str | None = typer.Option(
+        None, "--fail-rate", metavar="F", help="Share of requests to fail (0 to 1) [default: 0]."
+    ),
+    faults: str | None = typer.Option(None, "--faults", metavar="LIST", help=FAULTS_HELP),
 ) -> None:
     """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
-    from ntx.demo.app import build_demo_app
+    from ntx.demo.faults import build_demo_app
     from ntx.demo.server import is_loopback, serve
 
     def run() -> None:
         port_number = _int_flag("--port", port, 0, 65535)
-        options = _demo_options(securities, seed, latency_ms, prefix="--")
-        app_ = build_demo_app(options.securities, options.seed, options.latency_ms)
+        options = _demo_options(securities, seed, latency_ms, fail_rate, faults, prefix="--")
+        app_ = build_demo_app(options)
         market = app_.market
         if not is_loopback(host):
             typer.echo(
@@ -257,6 +270,10 @@ def demo_serve(
                         app_, host=host, port=port_number, quiet=False, task_status=task_status
                     )
                 )
+                faulty = ""
+                if options.fail_rate > 0:
+                    kinds = ",".join(options.faults) or "all faults"
+                    faulty = f", failing {options.fail_rate:.0%} of requests ({kinds})"
                 equities = sum(
                     1
                     for s in market.securities
@@ -265,7 +282,7 @@ def demo_serve(
                 typer.echo(
                     f"Demo exchange at {url}: {len(market.securities)} securities"
                     f" ({equities} active equities), seed {market.seed},"
-                    f" {app_.latency * 1000:g} ms latency. Ctrl-C stops it.",
+                    f" {app_.latency * 1000:g} ms latency{faulty}. Ctrl-C stops it.",
                 )
 
         try:
@@ -294,14 +311,29 @@ def _int_flag(flag: str, value: str, low: int, high: int | None = None) -> int:
     return number
 
 
-def _demo_options(securities: str, seed: str, latency_ms: str, *, prefix: str) -> DemoOptions:
+def _demo_options(
+    securities: str,
+    seed: str,
+    latency_ms: str,
+    fail_rate: str | None,
+    faults: str | None,
+    *,
+    prefix: str,
+) -> DemoOptions:
     """The demo market's flags (`--securities` or `--demo-securities`, ...), validated."""
-    from ntx.settings import DemoOptions, parse_milliseconds
+    from ntx.demo.faults import parse_faults
+    from ntx.settings import DemoOptions, parse_fail_rate, parse_milliseconds
 
+    try:
+        kinds = parse_faults(faults) if faults is not None else ()
+    except ValueError as exc:
+        raise UsageError(f"--faults: {exc}") from None
     return DemoOptions(
         securities=_int_flag(f"{prefix}securities", securities, 1),
         seed=_int_flag(f"{prefix}seed", seed, 0),
         latency_ms=parse_milliseconds(latency_ms, f"{prefix}latency-ms"),
+        fail_rate=parse_fail_rate(fail_rate, "--fail-rate") if fail_rate is not None else 0.0,
+        faults=kinds,
     )
 
 

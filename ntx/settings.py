@@ -114,6 +114,16 @@ def parse_progress(value: Any, where: str) -> str:
     return text
 
 
+def parse_fail_rate(value: Any, where: str) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not 0 <= number <= 1:
+        raise UsageError(f"{where} must be a number from 0 to 1, got {value!r}")
+    return number
+
+
 def parse_path(value: Any, where: str) -> Path:
     text = str(value).strip()
     if not text:
@@ -185,6 +195,8 @@ class DemoOptions:
     securities: int = 600
     seed: int = 1
     latency_ms: float = 40.0
+    fail_rate: float = 0.0
+    faults: tuple[str, ...] = ()  # empty: every kind of fault
 
 
 @dataclass(frozen=True)

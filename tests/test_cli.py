@@ -79,6 +79,13 @@ BAD_FLAGS = [
     (["--progress", "loud"], "--progress must be one of auto, rich, plain, json"),
     (["--demo-latency-ms", "-3"], "--demo-latency-ms must be a number of milliseconds >= 0"),
     (["--demo-securities", "0"], "--demo-securities must be a whole number from 1"),
+    (["--fail-rate", "2"], "--fail-rate must be a number from 0 to 1"),
+    (["--faults", "429,boom"], "--faults: unknown fault 'boom'"),
+    (["--retries", "-1"], "--retries must be a whole number from 0 to 100"),
+    (
+        ["--api", "http://127.0.0.1:9", "--fail-rate", "0.1"],
+        "--fail-rate and --faults go with --demo",
+    ),
 ]
 
 

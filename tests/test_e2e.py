@@ -3,17 +3,26 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import trio
+
+from ntx.demo.app import DemoApp
+from ntx.demo.faults import FAULTS, FaultyApp
+from ntx.demo.market import Market
+from ntx.demo.server import serve
 from ntx.model import DateRange
 from tests.helpers import (
     TODAY,
+    RecordingApp,
     default_universe,
     expected_tables,
     run_ntx_async,
@@ -242,3 +251,24 @@ async def test_status_describes_the_database(
     first = min(row[1] for row in table(db, "prices"))
     assert f"{count:,}" in prices_line and first in prices_line and "2026-06-30" in prices_line
     assert "Last run: #1 completed" in result.stdout
+
+
+async def test_hostile_api_every_fault_still_an_exact_database(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """15% of requests fail in every way the policy knows; the database is still exact."""
+    market = Market(seed=5, securities=40, today=TODAY)
+    faulty = FaultyApp(DemoApp(market, latency=0.002), rate=0.15, seed=3)
+    recorder = RecordingApp(faulty)  # type: ignore[arg-type]
+    url = await nursery.start(partial(serve, recorder))
+    db = tmp_path / "hostile.db"
+    args = fetch_args(url, db, "--from", "2023-01-01", "--to", "2026-06-30", "--workers", "6")
+    result = await run_ntx_async(*args)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert set(faulty.injected) == set(FAULTS) and sum(faulty.injected.values()) >= 12
+    expected = expected_tables(market, DateRange(date(2023, 1, 1), TODAY), default_universe(market))
+    for name in TABLES:
+        assert table(db, name) == expected[name], name
+    retries = int(re.search(r"([\d,]+) of them retries", result.stdout).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert retries >= sum(faulty.injected[k] for k in FAULTS if k != "stall")
+    assert "every worker waits" in result.stdout  # the 429s paused everyone

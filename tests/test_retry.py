@@ -22,6 +22,16 @@ def mock_clock() -> MockClock:
     return MockClock(autojump_threshold=0)
 
 
+DETAIL = {
+    "stockListedShares": 1e6,
+    "paidUpCapital": 1e8,
+    "publicShares": 4e5,
+    "publicPercentage": 40.0,
+    "promoterShares": 6e5,
+    "promoterPercentage": 60.0,
+}
+
+
 class Highest(random.Random):
     """Full jitter's worst case: always the top of the range."""
 
@@ -89,12 +99,12 @@ async def test_transient_errors_are_retried_after_backoff(mock_clock: MockClock)
         [
             httpx.Response(503),
             httpx.Response(200, content=b'{"trunc'),
-            httpx.Response(200, json={"ok": 1}),
+            httpx.Response(200, json=DETAIL),
         ],
         log,
     )
     meter = RequestMeter(gate)
-    assert await ownership_with(RetryPolicy(gate, rng=Highest()), transport, meter) == {"ok": 1}
+    assert await ownership_with(RetryPolicy(gate, rng=Highest()), transport, meter) == DETAIL
     assert log == [0.0, 1.0, 3.0]  # waits of 1 s then 2 s
     assert meter.retries == 2 and meter.count == 3 and gate.retries == 2
 
@@ -132,7 +142,7 @@ async def test_retry_after_http_date_is_honoured(mock_clock: MockClock) -> None:
     now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
     answers = [
         httpx.Response(429, headers={"Retry-After": "Wed, 01 Jan 2025 12:00:07 GMT"}),
-        httpx.Response(200, json={}),
+        httpx.Response(200, json=DETAIL),
     ]
     policy = RetryPolicy(gate, wall_clock=lambda: now)
     await ownership_with(policy, scripted(answers, log), RequestMeter(gate))

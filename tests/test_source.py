@@ -13,6 +13,15 @@ from ntx.errors import HttpStatusError, MalformedResponse, TransportError
 from ntx.sources.nepse import NepseSource, open_client
 from ntx.throttle import Throttle
 
+DETAIL = {
+    "stockListedShares": 1.0,
+    "paidUpCapital": 1.0,
+    "publicShares": 1,
+    "publicPercentage": 50.0,
+    "promoterShares": 1.0,
+    "promoterPercentage": 50.0,
+}
+
 
 async def call(handler, method: str, *args):  # type: ignore[no-untyped-def]
     async with open_client(
@@ -82,10 +91,17 @@ async def test_the_gate_is_left_only_after_the_body_is_read() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         events.append("server")
         await trio.sleep(0)
-        return httpx.Response(200, json={"security": {}})
+        return httpx.Response(200, json=DETAIL)
 
     transport = httpx.MockTransport(handler)
     async with open_client("http://x", workers=1, timeout=5, transport=transport) as client:
         source = NepseSource(client, Throttle(0)).bind(RecordingGate())
-        assert await source.ownership(1) == {"security": {}}
+        assert await source.ownership(1) == DETAIL
     assert events == ["enter", "server", "exit"]
+
+
+async def test_an_answer_without_the_documented_fields_is_malformed() -> None:
+    with pytest.raises(MalformedResponse, match="has no 'stockListedShares'"):
+        await call(lambda r: httpx.Response(200, json={"status": "ok"}), "ownership", 3)
+    with pytest.raises(MalformedResponse, match="array of objects"):
+        await call(lambda r: httpx.Response(200, json=[1, 2]), "reports", 3)

@@ -113,13 +113,6 @@ class DemoApp:
         return self.market.ownership_wire(security_id)
 
 
-def build_demo_app(
-    securities: int, seed: int, latency_ms: float, today: date | None = None
-) -> DemoApp:
-    """The demo exchange of `ntx demo serve` and `ntx backfill --demo` alike."""
-    return DemoApp(Market(seed, securities, today=today), latency=latency_ms / 1000)
-
-
 async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()

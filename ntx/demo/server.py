@@ -5,13 +5,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 from functools import partial
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from ntx.demo.app import DemoApp
+from ntx.demo.app import Receive, Scope, Send
+from ntx.demo.faults import QuietResets
 
 LOOPBACK = "127.0.0.1"
 
@@ -25,8 +26,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class AsgiApp(Protocol):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 async def serve(
-    app: DemoApp,
+    app: AsgiApp,
     *,
     host: str = LOOPBACK,
     port: int = 0,
@@ -41,11 +46,12 @@ async def serve(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.loglevel = "WARNING"
-    if quiet:
-        silent = logging.getLogger("ntx.demo.hypercorn")
-        silent.addHandler(logging.NullHandler())
-        silent.propagate = False
-        config.errorlog = silent
+    log = logging.getLogger("ntx.demo.server.quiet" if quiet else "ntx.demo.server")
+    log.propagate = False
+    if not log.handlers:
+        log.addHandler(logging.NullHandler() if quiet else logging.StreamHandler())
+        log.addFilter(QuietResets())
+    config.errorlog = log
     config.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(hypercorn_serve, cast(Any, app), config, mode="asgi"))

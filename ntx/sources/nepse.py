@@ -8,7 +8,8 @@ repeats rows raises `MalformedResponse` instead of silently storing a partial hi
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -20,6 +21,7 @@ from ntx.retry import RetryPolicy
 from ntx.sources import Wire
 from ntx.throttle import RequestGate
 
+T = TypeVar("T")
 PAGE_SIZE = 500  # the server's cap; it may answer with smaller pages, which is fine
 
 
@@ -67,11 +69,10 @@ class NepseSource:
         return NepseSource(self._client, gate, self._policy)
 
     async def companies(self) -> list[Wire]:
-        return _expect_list(await self._get("/api/nots/company/list"), "company list")
+        return await self._get("/api/nots/company/list", shape=_records)
 
     async def securities(self) -> list[Wire]:
-        body = await self._get("/api/nots/security", params={"nonDelisted": "true"})
-        return _expect_list(body, "security list")
+        return await self._get("/api/nots/security", params={"nonDelisted": "true"}, shape=_records)
 
     async def price_history(self, security_id: int, period: DateRange) -> list[Wire]:
         """Every history row of `period`, all pages, checked against the server's own count."""
@@ -86,7 +87,7 @@ class NepseSource:
                 "size": PAGE_SIZE,
                 "page": page,
             }
-            content, total_pages, elements = _page(await self._get(path, params=params), path)
+            content, total_pages, elements = await self._get(path, params=params, shape=_page)
             if total is None:
                 total = elements
             elif elements != total:
@@ -108,25 +109,30 @@ class NepseSource:
 
     async def reports(self, security_id: int) -> list[Wire]:
         path = f"/api/nots/application/reports/{_segment(security_id)}"
-        return _expect_list(await self._get(path), "reports")
+        return await self._get(path, shape=_records)
 
     async def dividends(self, security_id: int) -> list[Wire]:
         path = f"/api/nots/application/dividend/{_segment(security_id)}"
-        return _expect_list(await self._get(path), "dividends")
+        return await self._get(path, shape=_records)
 
     async def ownership(self, security_id: int) -> dict[str, Wire]:
-        body = await self._get(f"/api/nots/security/{_segment(security_id)}")
-        if not isinstance(body, dict):
-            raise MalformedResponse("security detail: expected a JSON object")
-        return body
+        path = f"/api/nots/security/{_segment(security_id)}"
+        return await self._get(path, shape=_security_detail)
 
-    async def _get(self, path: str, params: dict[str, Any] | None = None) -> Wire:
-        """One request, retried by the policy if there is one."""
+    async def _get(
+        self, path: str, *, shape: Callable[[Wire, str], T], params: dict[str, Any] | None = None
+    ) -> T:
+        """One request whose answer must pass `shape`, retried by the policy if there is one.
+
+        A wrongly shaped answer counts like any other bad answer: it is retried.
+        """
         if self._policy is None:
-            return await self._attempt(path, params)
-        return await self._policy.call(lambda: self._attempt(path, params), self._gate)
+            return await self._attempt(path, params, shape)
+        return await self._policy.call(lambda: self._attempt(path, params, shape), self._gate)
 
-    async def _attempt(self, path: str, params: dict[str, Any] | None) -> Wire:
+    async def _attempt(
+        self, path: str, params: dict[str, Any] | None, shape: Callable[[Wire, str], T]
+    ) -> T:
         """One attempt through the gate; the answer's body is read before the gate closes."""
         async with self._gate.request():
             try:
@@ -141,9 +147,10 @@ class NepseSource:
         if response.status_code != 200:
             raise HttpStatusError(response.status_code, path, response.headers.get("Retry-After"))
         try:
-            return json.loads(response.content)
+            body = json.loads(response.content)
         except ValueError as exc:
             raise MalformedResponse(f"{path}: the answer is not valid JSON ({exc})") from exc
+        return shape(body, path)
 
     def _url(self, path: str) -> str:
         return str(self._client.base_url.join(path.lstrip("/")))
@@ -157,9 +164,32 @@ def _describe(exc: httpx.HTTPError) -> str:
     return "request failed:"
 
 
-def _expect_list(body: Wire, what: str) -> list[Wire]:
+OWNERSHIP_FIELDS = (
+    "stockListedShares",
+    "paidUpCapital",
+    "publicShares",
+    "publicPercentage",
+    "promoterShares",
+    "promoterPercentage",
+)
+
+
+def _records(body: Wire, path: str) -> list[Wire]:
+    """A JSON array of objects."""
     if not isinstance(body, list):
-        raise MalformedResponse(f"{what}: expected a JSON array, got {type(body).__name__}")
+        raise MalformedResponse(f"{path}: expected a JSON array, got {type(body).__name__}")
+    if not all(isinstance(item, dict) for item in body):
+        raise MalformedResponse(f"{path}: expected an array of objects")
+    return body
+
+
+def _security_detail(body: Wire, path: str) -> dict[str, Wire]:
+    """The security detail object, with every ownership field present (null allowed)."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(f"{path}: expected a JSON object, got {type(body).__name__}")
+    missing = [name for name in OWNERSHIP_FIELDS if name not in body]
+    if missing:
+        raise MalformedResponse(f"{path}: the answer has no {missing[0]!r}")
     return body
 
 
@@ -172,8 +202,8 @@ def _page(body: Wire, path: str) -> tuple[list[Wire], int, int]:
         body.get("totalPages"),
         body.get("totalElements"),
     )
-    if not isinstance(content, list):
-        raise MalformedResponse(f"{path}: page has no 'content' array")
+    if not isinstance(content, list) or not all(isinstance(row, dict) for row in content):
+        raise MalformedResponse(f"{path}: page has no 'content' array of objects")
     for name, value in (("totalPages", pages), ("totalElements", elements)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise MalformedResponse(f"{path}: page has no valid '{name}'")

@@ -1,0 +1,149 @@
+"""A hostile API on demand: the demo exchange with injected faults.
+
+`FaultyApp` wraps the demo app. Each request, with probability `rate`, gets one of the enabled
+faults (each kind in turn) instead of, or before, its answer:
+
+| fault       | what the client sees                                                   |
+|-------------|------------------------------------------------------------------------|
+| `429`       | 429 Too Many Requests with Retry-After, in seconds or as an HTTP date  |
+| `5xx`       | 500, 502 or 503                                                        |
+| `reset`     | the connection dies in the middle of the answer                        |
+| `truncated` | status 200 and half of the JSON                                        |
+| `malformed` | status 200 and JSON of the wrong shape                                 |
+| `stall`     | the right answer, 2.5 s late                                           |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import trio
+
+from ntx.demo.app import DemoApp, Receive, Scope, Send
+from ntx.demo.market import Market
+from ntx.settings import DemoOptions
+
+FAULTS = ("429", "5xx", "reset", "truncated", "malformed", "stall")
+STALL_SECONDS = 2.5
+
+
+class InjectedReset(Exception):
+    """Raised mid-answer so that the server drops the connection."""
+
+
+class QuietResets(logging.Filter):
+    """Keeps the server's log free of the resets we inject on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InjectedReset))
+
+
+def parse_faults(text: str) -> tuple[str, ...]:
+    """`429,5xx,...` to a tuple of fault names; ValueError names an unknown one."""
+    kinds = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [kind for kind in kinds if kind not in FAULTS]
+    if unknown or not kinds:
+        raise ValueError(
+            f"unknown fault {unknown[0] if unknown else text!r} (known: {','.join(FAULTS)})"
+        )
+    return kinds
+
+
+class FaultyApp:
+    """The demo app, failing a share `rate` of requests in the ways named by `kinds`."""
+
+    def __init__(
+        self, app: DemoApp, rate: float, kinds: tuple[str, ...] = FAULTS, seed: int = 0
+    ) -> None:
+        self.app = app
+        self.rate = rate
+        self.kinds = kinds
+        self.injected: Counter[str] = Counter()
+        self._rng = random.Random(seed)
+
+    @property
+    def market(self) -> Any:
+        return self.app.market
+
+    @property
+    def latency(self) -> float:
+        return self.app.latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._rng.random() >= self.rate:
+            await self.app(scope, receive, send)
+            return
+        kind = self.kinds[sum(self.injected.values()) % len(self.kinds)]  # every kind in turn
+        self.injected[kind] += 1
+        if kind == "stall":
+            await trio.sleep(STALL_SECONDS)
+            await self.app(scope, receive, send)
+            return
+        await trio.sleep(self.app.latency)
+        if kind == "429":
+            if self._rng.random() < 0.5:
+                retry_after = "1"
+            else:
+                retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+            await _answer(
+                send,
+                429,
+                b'{"message":"Too Many Requests"}',
+                [(b"retry-after", retry_after.encode())],
+            )
+        elif kind == "5xx":
+            await _answer(send, self._rng.choice((500, 502, 503)), b'{"message":"Server Error"}')
+        elif kind == "malformed":
+            await _answer(send, 200, b'{"status":"ok","data":"maintenance"}')
+        else:
+            status, body = self.app.answer(
+                scope["method"], scope["path"], scope.get("query_string", b"")
+            )
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            if kind == "truncated":
+                await _answer(send, status, payload[: len(payload) // 2])
+            else:  # reset: promise the whole body, send half, drop the connection
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": payload[: len(payload) // 2],
+                        "more_body": True,
+                    }
+                )
+                raise InjectedReset("connection reset (injected)")
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def build_demo_app(options: DemoOptions, today: date | None = None) -> DemoApp | FaultyApp:
+    """The demo exchange of `ntx demo serve` and `ntx backfill --demo` alike."""
+    app = DemoApp(Market(options.seed, options.securities, today=today), options.latency_ms / 1000)
+    if options.fail_rate <= 0:
+        return app
+    return FaultyApp(app, options.fail_rate, options.faults or FAULTS, seed=options.seed)
