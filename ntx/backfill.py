@@ -1,42 +1,147 @@
-"""One `ntx backfill`, wired together: the demo exchange (if asked), the HTTP client, the
-engine and the progress printer, all in one trio nursery."""
+"""One `ntx backfill`, wired together: the database lock, signal handling, the demo exchange
+(if asked), the HTTP client, the engine and the progress printer, in one trio nursery.
+
+Signals: the first SIGINT or SIGTERM stops fetching; the writer commits everything already
+fetched and the run ends `interrupted` (exit 130). A second one exits at once; SQLite's
+transactions keep the database consistent, and a re-run resumes.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import sys
 from functools import partial
+from typing import Any
 
 import trio
 
+from ntx.datasets import PER_SECURITY
 from ntx.demo.faults import build_demo_app
 from ntx.demo.server import serve
 from ntx.engine import Engine, RunPlan
+from ntx.errors import EXIT_INTERRUPTED, NtxError, UsageError
 from ntx.events import Event, Paused, RunFinished, RunStarted, RunSummary
+from ntx.lock import exclusive
+from ntx.model import DateRange
 from ntx.progress import Renderer, run_printer
 from ntx.retry import CircuitBreaker, RetryPolicy
 from ntx.settings import BackfillSettings
 from ntx.sources.nepse import NepseSource, open_client
-from ntx.store import check_path
+from ntx.store import Store, check_path
 from ntx.throttle import Throttle
 
 EVENT_BUFFER = 1024
 
 
+class NothingToRetry(NtxError):
+    """--retry-failed found no failed job: there is nothing to do, which is not an error."""
+
+    exit_code = 0
+
+
 async def run_backfill(settings: BackfillSettings, renderer: Renderer, command: str) -> RunSummary:
     """Run one backfill to its end; the printer renders it and prints the summary."""
     check_path(settings.db)  # before any fetch: a bad --db is a usage error, not a crash later
-    send, receive = trio.open_memory_channel[Event](EVENT_BUFFER)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_printer, receive, renderer)
-        async with send:
-            summary = await _run(settings, send, command)
-            await send.send(RunFinished(summary))
-    return summary
+    with exclusive(settings.db, command):
+        plan = make_plan(settings, command)
+        send, receive = trio.open_memory_channel[Event](EVENT_BUFFER)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_printer, receive, renderer)
+            async with send:
+                summary = await _run(settings, plan, send)
+                await send.send(RunFinished(summary))
+        return summary
+
+
+def source_identity(settings: BackfillSettings) -> str:
+    """What a plan is fetched from, stable across runs (the demo's port is not)."""
+    if settings.demo is not None:
+        return f"demo:seed={settings.demo.seed},securities={settings.demo.securities}"
+    return settings.api or ""
+
+
+def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
+    """The run's plan: from the flags, or for --retry-failed from the last run's record."""
+    plan: dict[str, Any] = {
+        "source": source_identity(settings),
+        "datasets": list(settings.datasets),
+        "symbols": list(settings.symbols),
+        "all_instruments": settings.all_instruments,
+        "from": settings.period.start.isoformat(),
+        "to": settings.period.end.isoformat(),
+        "force": settings.force,
+    }
+    only = None
+    key = json.dumps(plan, sort_keys=True)
+    if settings.retry_failed:
+        plan, only, last_id = _failed_of_last_run(settings)
+        key = f"retry-failed:{last_id}"
+    return RunPlan(
+        datasets=tuple(plan["datasets"]),
+        db_path=settings.db,
+        period=DateRange.parse(plan["from"], plan["to"]),
+        today=settings.today,
+        workers=settings.workers,
+        symbols=tuple(plan["symbols"]),
+        all_instruments=plan["all_instruments"],
+        force=plan["force"],
+        command=command,
+        plan_key=key,
+        plan_json=json.dumps(plan, sort_keys=True),
+        only=only,
+    )
+
+
+def _failed_of_last_run(
+    settings: BackfillSettings,
+) -> tuple[dict[str, Any], dict[str, set[int]], int]:
+    """The last run's plan, its failed jobs per dataset, and its id."""
+    if not settings.db.is_file():
+        raise UsageError(f"--retry-failed: {settings.db} has no runs yet")
+    store = Store.open(settings.db)
+    try:
+        last = store.last_run()
+        if last is None or not last.get("plan"):
+            raise UsageError(f"--retry-failed: {settings.db} has no run to repeat")
+        failed: dict[str, set[int]] = {}
+        for dataset, security_id, status, _ in store.unfinished_jobs(last["id"]):
+            if status == "failed" and security_id is not None:
+                failed.setdefault(dataset, set()).add(security_id)
+    finally:
+        store.close()
+    if not failed:
+        raise NothingToRetry(f"run {last['id']} has no failed jobs: nothing to retry")
+    plan: dict[str, Any] = json.loads(last["plan"])
+    plan["datasets"] = [name for name in PER_SECURITY if name in failed]
+    return plan, failed, last["id"]
+
+
+async def _watch_signals(engine: Engine, *, task_status: trio.TaskStatus[None]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for _ in signals:
+            if not engine.interrupted:
+                engine.interrupt()
+                continue
+            sys.stderr.write(
+                "\nntx: interrupted again: exiting now. The database is consistent;"
+                " run the same command to resume.\n"
+            )
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[?25h")  # the live display hides the cursor
+            sys.stdout.flush()
+            os._exit(EXIT_INTERRUPTED)
 
 
 async def _run(
-    settings: BackfillSettings, events: trio.MemorySendChannel[Event], command: str
+    settings: BackfillSettings, plan: RunPlan, events: trio.MemorySendChannel[Event]
 ) -> RunSummary:
+    throttle = Throttle(settings.sleep)
+    engine = Engine(plan, throttle, events)
     async with trio.open_nursery() as services:
+        await services.start(_watch_signals, engine)
         if settings.demo is not None:
             app = build_demo_app(settings.demo, settings.today)
             base_url = await services.start(partial(serve, app))
@@ -44,7 +149,6 @@ async def _run(
         else:
             assert settings.api is not None
             base_url = source_name = settings.api
-        throttle = Throttle(settings.sleep)
 
         async def announce_pause(seconds: float, reason: str) -> None:
             await events.send(Paused(seconds, reason))
@@ -55,18 +159,6 @@ async def _run(
             breaker=CircuitBreaker(throttle),
             notify=announce_pause,
         )
-        plan = RunPlan(
-            datasets=settings.datasets,
-            db_path=settings.db,
-            period=settings.period,
-            today=settings.today,
-            workers=settings.workers,
-            symbols=settings.symbols,
-            all_instruments=settings.all_instruments,
-            force=settings.force,
-            command=command,
-            source_name=source_name,
-        )
         await events.send(RunStarted(source_name, settings.db, settings.workers, settings.sleep))
         client = open_client(
             base_url,
@@ -75,7 +167,6 @@ async def _run(
             verify=not settings.insecure,
         )
         async with client:
-            source = NepseSource(client, throttle, policy)
-            summary = await Engine(plan, source, throttle, events).run()
+            summary = await engine.run(NepseSource(client, throttle, policy))
         services.cancel_scope.cancel()
     return summary

@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import trio
 import typer
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ntx.settings import DemoOptions
 
 T = TypeVar("T")
+DB_HELP = "The database [default: ntx.db; NTX_DB]."
 FAULTS_HELP = "Faults to inject: 429,5xx,reset,truncated,malformed,stall [default: all]."
 
 app = typer.Typer(
@@ -51,8 +52,11 @@ def _guarded(action: Callable[[], T]) -> T:
             raise
         error = reportable(exc)
         if isinstance(error, KeyboardInterrupt):
-            typer.echo("ntx: interrupted; everything fetched so far was saved", err=True)
+            typer.echo("ntx: interrupted", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        if isinstance(error, NtxError) and error.exit_code == 0:
+            typer.echo(f"ntx: {error}")
+            raise typer.Exit(0) from None
         if isinstance(error, NtxError):
             _fail(str(error), error.exit_code)
         if os.environ.get("NTX_DEBUG"):
@@ -127,6 +131,9 @@ def backfill(
         help="Retries per request after 429, 5xx, timeouts, bad answers [default: 5; NTX_RETRIES].",
     ),
     force: bool = typer.Option(False, "--force", help="Fetch the whole price range again."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Re-run only the jobs that failed in the last run."
+    ),
     db: str | None = typer.Option(
         None,
         "--db",
@@ -197,6 +204,7 @@ def backfill(
             demo=demo_options,
             insecure=insecure,
             progress=progress,
+            retry_failed=retry_failed,
         )
         if settings.insecure and (settings.api or "").startswith("https://"):
             typer.echo("ntx: warning: TLS certificate verification is OFF (--insecure)", err=True)
@@ -210,24 +218,55 @@ def backfill(
 
 @app.command()
 def status(
-    db: str | None = typer.Option(
-        None, "--db", metavar="PATH", help="The database [default: ntx.db; NTX_DB]."
-    ),
+    db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
 ) -> None:
     """Show what the database holds, per dataset."""
-    from ntx.settings import resolve_db
     from ntx.status import print_status
+
+    _with_readonly_store(db, lambda store, running: print_status(store))
+
+
+runs_app = typer.Typer(help="The history of backfill runs.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+
+
+def _with_readonly_store(db: str | None, show: Callable[[Any, bool], None]) -> None:
+    from ntx.lock import holder
+    from ntx.settings import resolve_db
     from ntx.store import Store
 
-    def show() -> None:
+    def action() -> None:
         path = resolve_db(db)
         store = Store.open_readonly(path)
         try:
-            print_status(store)
+            show(store, holder(path) is not None)
         finally:
             store.close()
 
-    _guarded(show)
+    _guarded(action)
+
+
+@runs_app.callback()
+def runs(
+    ctx: typer.Context,
+    db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
+) -> None:
+    """List the runs: id, start, duration, status, datasets, rows, failed jobs."""
+    from ntx.status import print_runs
+
+    if ctx.invoked_subcommand is None:
+        _with_readonly_store(db, lambda store, running: print_runs(store, running))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: int = typer.Argument(..., metavar="ID", help="The run's id, from `ntx runs`."),
+    db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
+) -> None:
+    """Show one run and its failed and skipped jobs, with their reasons."""
+    from ntx.status import print_run
+
+    _with_readonly_store(db, lambda store, running: print_run(store, run_id, running))
 
 
 @demo_app.command("serve")

@@ -36,8 +36,28 @@ class Dataset:
     key: tuple[str, ...]
     fetch: Callable[[Source, Job], Awaitable[Any]]
     to_rows: Callable[[Any, Job], list[Row]]
+    check: Callable[[Row, Job], str | None] = lambda row, job: None
     ranged: bool = False
     per_security: bool = True
+
+    def broken_rule(self, row: Row, job: Job) -> str | None:
+        """The rule a row breaks, or None: every number finite, then the dataset's own rules."""
+        for name, value in zip(self.columns, row, strict=True):
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{name} is not a finite number"
+        return self.check(row, job)
+
+    def split_valid(self, rows: list[Row], job: Job) -> tuple[list[Row], list[tuple[Row, str]]]:
+        """The rows to store, and the others with the rule each breaks."""
+        valid: list[Row] = []
+        invalid: list[tuple[Row, str]] = []
+        for row in rows:
+            rule = self.broken_rule(row, job)
+            if rule is None:
+                valid.append(row)
+            else:
+                invalid.append((row, rule))
+        return valid, invalid
 
 
 def _shape_checked(convert: Callable[[Any, Job], list[Row]]) -> Callable[[Any, Job], list[Row]]:
@@ -56,13 +76,14 @@ def _shape_checked(convert: Callable[[Any, Job], list[Row]]) -> Callable[[Any, J
 
 
 def _number(value: Any) -> float | int | None:
-    """A JSON number as is, None as None; anything else is a malformed answer."""
+    """A JSON number as is, None as None; anything else is a malformed answer.
+
+    Non-finite numbers pass here and are refused row by row by validation.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {value!r}")
     return value
 
 
@@ -171,6 +192,26 @@ def _price_rows(wire: list[Wire], job: Job) -> list[Row]:
     return rows
 
 
+CLOSE_TOLERANCE = 0.001  # close may stray this share of high (at least 0.01) outside [low, high]
+
+
+def _check_price(row: Row, job: Job) -> str | None:
+    _, day, _, high, low, close, volume, turnover, trades = row
+    if not any(date.fromisoformat(day) in period for period in job.ranges):
+        return f"date {day} is outside the requested range"
+    if high is None or low is None or close is None:
+        return "high, low and close must all be present"
+    if low > high:
+        return f"low {low} is above high {high}"
+    tolerance = max(0.01, CLOSE_TOLERANCE * abs(high))
+    if not low - tolerance <= close <= high + tolerance:
+        return f"close {close} is outside [low {low}, high {high}]"
+    for name, value in (("volume", volume), ("turnover", turnover), ("trades", trades)):
+        if value is not None and value < 0:
+            return f"{name} {value} is negative"
+    return None
+
+
 # ---------------------------------------------------------------- reports
 
 QUARTERS = {
@@ -225,6 +266,13 @@ def _report_rows(wire: list[Wire], job: Job) -> list[Row]:
 # ---------------------------------------------------------------- dividends
 
 
+def _check_dividend(row: Row, job: Job) -> str | None:
+    for name, value in zip(("cash_pct", "bonus_pct", "right_pct"), row[2:], strict=True):
+        if value is not None and value < 0:
+            return f"{name} {value} is negative"
+    return None
+
+
 async def _fetch_dividends(source: Source, job: Job) -> list[Wire]:
     return await source.dividends(_security_id(job))
 
@@ -255,6 +303,21 @@ def _dividend_rows(wire: list[Wire], job: Job) -> list[Row]:
 
 async def _fetch_ownership(source: Source, job: Job) -> dict[str, Wire]:
     return await source.ownership(_security_id(job))
+
+
+def _check_ownership(row: Row, job: Job) -> str | None:
+    _, listed, _, public, public_pct, promoter, promoter_pct = row
+    for name, pct in (("public_pct", public_pct), ("promoter_pct", promoter_pct)):
+        if pct is not None and not 0 <= pct <= 100:
+            return f"{name} {pct} is not a percentage from 0 to 100"
+    for name, shares in (
+        ("listed_shares", listed),
+        ("public_shares", public),
+        ("promoter_shares", promoter),
+    ):
+        if shares is not None and shares < 0:
+            return f"{name} {shares} is negative"
+    return None
 
 
 @_shape_checked
@@ -315,6 +378,7 @@ PRICES = Dataset(
     key=("security_id", "date"),
     fetch=_fetch_prices,
     to_rows=_price_rows,
+    check=_check_price,
     ranged=True,
 )
 
@@ -345,6 +409,7 @@ DIVIDENDS = Dataset(
     key=("security_id", "fiscal_year"),
     fetch=_fetch_dividends,
     to_rows=_dividend_rows,
+    check=_check_dividend,
 )
 
 OWNERSHIP = Dataset(
@@ -363,6 +428,7 @@ OWNERSHIP = Dataset(
     key=("security_id",),
     fetch=_fetch_ownership,
     to_rows=_ownership_rows,
+    check=_check_ownership,
 )
 
 DATASETS: dict[str, Dataset] = {

@@ -11,15 +11,18 @@ recorded and never stops the others; nothing is written before the universe is k
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from ntx.datasets import COMPANIES, DATASETS, plan_jobs, security_from_row, select_universe
-from ntx.errors import FetchError, NotFound, NtxError
+from ntx.errors import FetchError, Interrupted, NotFound, NtxError
 from ntx.events import (
     DatasetPlanned,
     DatasetTotals,
@@ -27,6 +30,7 @@ from ntx.events import (
     Failure,
     JobFinished,
     JobStarted,
+    Resumed,
     RunSummary,
 )
 from ntx.model import DateRange, Job, JobResult, Security, WriteCounts
@@ -50,6 +54,9 @@ class RunPlan:
     force: bool = False
     command: str = ""
     source_name: str = ""
+    plan_key: str = ""  # runs with the same key resume each other
+    plan_json: str = ""  # what --retry-failed needs to repeat this run's plan
+    only: Mapping[str, AbstractSet[int]] | None = None  # --retry-failed: just these jobs
     flush_rows: int = FLUSH_ROWS
     flush_seconds: float = FLUSH_SECONDS
 
@@ -62,14 +69,10 @@ class Engine:
     """Runs one `RunPlan` against a source; see the module docstring for the shape."""
 
     def __init__(
-        self,
-        plan: RunPlan,
-        source: Source,
-        throttle: Throttle,
-        events: trio.MemorySendChannel[Event],
+        self, plan: RunPlan, throttle: Throttle, events: trio.MemorySendChannel[Event]
     ) -> None:
         self.plan = plan
-        self._source = source
+        self._source: Source | None = None
         self._throttle = throttle
         self._events = events
         self._limiter = trio.CapacityLimiter(plan.workers)
@@ -79,22 +82,61 @@ class Engine:
         }
         self._failures: list[Failure] = []
         self._skips: list[Failure] = []
+        self._fetch_scope: trio.CancelScope | None = None
+        self.interrupted = False
 
-    async def run(self) -> RunSummary:
+    def interrupt(self) -> None:
+        """Stop fetching; what was fetched is still committed, and the run ends `interrupted`."""
+        self.interrupted = True
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()
+
+    @contextmanager
+    def _fetching(self) -> Iterator[None]:
+        """A scope that `interrupt()` cancels: the fetchers', never the writer's."""
+        with trio.CancelScope() as scope:
+            if self.interrupted:
+                scope.cancel()
+            self._fetch_scope = scope
+            try:
+                yield
+            finally:
+                self._fetch_scope = None
+
+    async def run(self, source: Source) -> RunSummary:
+        """Carry out the plan against `source`; see the module docstring for the shape."""
+        self._source = source
         started = trio.current_time()
-        universe, lists_result = await self._fetch_universe()
+        with self._fetching():
+            universe, lists_result = await self._fetch_universe()
+        if self.interrupted:
+            raise Interrupted("interrupted before anything was fetched; nothing changed")
         store = await trio.to_thread.run_sync(Store.open, self.plan.db_path)
         try:
+            resumes: int | None = None
+            done: dict[str, set[int]] = {}
+            if self.plan.plan_key:
+                resumes, done = await trio.to_thread.run_sync(store.resumable, self.plan.plan_key)
             run_id = await trio.to_thread.run_sync(
-                store.begin_run,
-                self.plan.command,
-                self.plan.source_name,
-                [COMPANIES.name, *self.plan.datasets],
+                partial(
+                    store.begin_run,
+                    self.plan.command,
+                    self.plan.source_name,
+                    [COMPANIES.name, *self.plan.datasets],
+                    plan_key=self.plan.plan_key,
+                    plan=self.plan.plan_json,
+                    resumes=resumes,
+                )
             )
+            if resumes is not None:
+                await self._events.send(Resumed(resumes, sum(len(ids) for ids in done.values())))
             status = "failed"
             try:
-                await self._run_jobs(store, run_id, universe, lists_result)
-                status = "completed" if not self._failures else "completed with failures"
+                await self._run_jobs(store, run_id, universe, lists_result, done)
+                if self.interrupted:
+                    status = "interrupted"
+                else:
+                    status = "completed" if not self._failures else "completed with failures"
             except BaseException as exc:
                 status = "interrupted" if _is_interrupt(exc) else "failed"
                 raise
@@ -111,6 +153,7 @@ class Engine:
             requests=self._throttle.requests,
             elapsed=trio.current_time() - started,
             skips=self._skips,
+            interrupted=self.interrupted,
             command=self.plan.command,
         )
 
@@ -126,7 +169,12 @@ class Engine:
         return universe, result
 
     async def _run_jobs(
-        self, store: Store, run_id: int, universe: list[Security], lists_result: JobResult
+        self,
+        store: Store,
+        run_id: int,
+        universe: list[Security],
+        lists_result: JobResult,
+        done: Mapping[str, AbstractSet[int]],
     ) -> None:
         coverage = {
             name: await trio.to_thread.run_sync(store.coverage, name)
@@ -134,10 +182,18 @@ class Engine:
             if DATASETS[name].ranged and not self.plan.force
         }
 
+        only = self.plan.only
+
         def jobs_of(name: str) -> Iterator[Job]:
+            finished = done.get(name, frozenset())
+            wanted = only.get(name, frozenset()) if only is not None else None
             return plan_jobs(
                 DATASETS[name],
-                universe,
+                (
+                    sec
+                    for sec in universe
+                    if sec.id not in finished and (wanted is None or sec.id in wanted)
+                ),
                 period=self.plan.period,
                 today=self.plan.today,
                 coverage=coverage.get(name, {}),
@@ -161,18 +217,23 @@ class Engine:
             nursery.start_soon(writer.run, receive_results)
             async with send_results:
                 await send_results.send(lists_result)
-                async with trio.open_nursery() as fetchers:
-                    for name in self.plan.datasets:
-                        for job in jobs_of(name):
-                            slot = object()
-                            await self._limiter.acquire_on_behalf_of(slot)
-                            fetchers.start_soon(self._fetch_and_send, job, slot, send_results)
+                with self._fetching():
+                    async with trio.open_nursery() as fetchers:
+                        for name in self.plan.datasets:
+                            for job in jobs_of(name):
+                                slot = object()
+                                await self._limiter.acquire_on_behalf_of(slot)
+                                fetchers.start_soon(self._fetch_and_send, job, slot, send_results)
 
     async def _fetch_and_send(
         self, job: Job, slot: object, results: trio.MemorySendChannel[JobResult]
     ) -> None:
         try:
-            await results.send(await self._fetch(job))
+            result = await self._fetch(job)
+            # A finished job reaches the writer even if fetching is being interrupted; if
+            # the writer itself is gone, the run is failing and its channel says so.
+            with trio.CancelScope(shield=True), suppress(trio.BrokenResourceError):
+                await results.send(result)
         finally:
             self._limiter.release_on_behalf_of(slot)
 
@@ -185,9 +246,11 @@ class Engine:
             totals.started_at = trio.current_time()
         await self._events.send(JobStarted(job.dataset, job.label, job.ranges))
         meter = RequestMeter(self._throttle)
+        assert self._source is not None, "run() sets the source"
         try:
             wire = await spec.fetch(self._source.bind(meter), job)
-            result = JobResult(job, spec.to_rows(wire, job))
+            valid, invalid = spec.split_valid(spec.to_rows(wire, job), job)
+            result = JobResult(job, valid, invalid=invalid)
         except NotFound as exc:
             result = JobResult(job, error=str(exc), skipped=True)
         except FetchError as exc:
@@ -195,6 +258,7 @@ class Engine:
         result.requests, result.retries = meter.count, meter.retries
         totals.requests += meter.count
         totals.retries += meter.retries
+        totals.invalid += len(result.invalid)
         totals.finished_at = trio.current_time()
         await self._events.send(
             JobFinished(
@@ -205,6 +269,7 @@ class Engine:
                 result.error,
                 result.retries,
                 result.skipped,
+                len(result.invalid),
             )
         )
         return result

@@ -21,6 +21,14 @@ class RunStarted:
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """This run resumes an unfinished one: `jobs` it did are not fetched again."""
+
+    run_id: int
+    jobs: int
+
+
+@dataclass(frozen=True)
 class DatasetPlanned:
     dataset: str
     title: str
@@ -44,6 +52,7 @@ class JobFinished:
     error: str | None
     retries: int = 0
     skipped: bool = False
+    invalid: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class DatasetTotals:
     skipped: int = 0
     requests: int = 0
     retries: int = 0
+    invalid: int = 0
     rows: WriteCounts = field(default_factory=WriteCounts)
     started_at: float | None = None
     finished_at: float | None = None
@@ -122,5 +132,12 @@ class RunFinished:
 
 
 Event = (
-    RunStarted | DatasetPlanned | JobStarted | JobFinished | RowsCommitted | Paused | RunFinished
+    RunStarted
+    | Resumed
+    | DatasetPlanned
+    | JobStarted
+    | JobFinished
+    | RowsCommitted
+    | Paused
+    | RunFinished
 )

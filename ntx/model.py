@@ -20,6 +20,10 @@ class DateRange:
         if self.start > self.end:
             raise ValueError(f"empty date range {self.start} to {self.end}")
 
+    @classmethod
+    def parse(cls, start: str, end: str) -> DateRange:
+        return cls(date.fromisoformat(start), date.fromisoformat(end))
+
     def __str__(self) -> str:
         return f"{self.start.isoformat()} to {self.end.isoformat()}"
 
@@ -96,6 +100,7 @@ class JobResult:
     requests: int = 0
     retries: int = 0
     skipped: bool = False  # the API has no such resource (404): not a failure
+    invalid: list[tuple[Row, str]] = field(default_factory=list)  # refused rows, and why
 
     @property
     def ok(self) -> bool:

@@ -26,6 +26,7 @@ from ntx.events import (
     JobFinished,
     JobStarted,
     Paused,
+    Resumed,
     RowsCommitted,
     RunFinished,
     RunStarted,
@@ -164,6 +165,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
         )
         if totals.skipped:
             line += f", {totals.skipped:,} skipped"
+        if totals.invalid:
+            line += f", {totals.invalid:,} invalid rows refused"
         line += f" in {format_duration(totals.elapsed)}"
         notes = [f"{totals.retries:,} retries"] if totals.retries else []
         if totals.up_to_date:
@@ -196,6 +199,13 @@ def summary_lines(summary: RunSummary) -> list[str]:
             f" Resume with: {summary.command}"
         )
     return lines
+
+
+def resumed_line(event: Resumed) -> str:
+    return (
+        f"ntx: resuming run {event.run_id}, which did not finish:"
+        f" its {event.jobs:,} done jobs are not fetched again"
+    )
 
 
 # ------------------------------------------------------------------ plain lines
@@ -236,12 +246,15 @@ class PlainRenderer:
                 elif event.error:
                     outcome = f"FAILED: {event.error}"
                 else:
-                    outcome = f"done ({event.rows:,} records)"
+                    refused = f", {event.invalid:,} invalid" if event.invalid else ""
+                    outcome = f"done ({event.rows:,} records{refused})"
                 if event.retries:
                     outcome += f" after {event.retries} retries"
                 self._print(f"{tag} {event.label} {outcome}")
             case Paused():
                 self._print(f"ntx: every worker waits {event.seconds:.1f}s: {event.reason}")
+            case Resumed():
+                self._print(resumed_line(event))
             case RunFinished():
                 for line in summary_lines(event.summary):
                     self._print(line)
@@ -301,6 +314,8 @@ class RichRenderer:
                 f"[bold]ntx[/] backfilling from {event.source} into {event.db_path}"
                 f" ({event.workers} workers, {event.sleep:g} s throttle)"
             )
+        elif isinstance(event, Resumed):
+            self._console.print(resumed_line(event), highlight=False)
         elif isinstance(event, RunFinished):
             self.refresh()
             self._live.stop()

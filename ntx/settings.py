@@ -216,6 +216,7 @@ class BackfillSettings:
     demo: DemoOptions | None
     insecure: bool
     progress: str
+    retry_failed: bool = False
 
 
 def resolve_backfill(
@@ -235,12 +236,28 @@ def resolve_backfill(
     demo: DemoOptions | None,
     insecure: bool,
     progress: str | None,
+    retry_failed: bool = False,
     env: Mapping[str, str] | None = None,
     today: date | None = None,
 ) -> BackfillSettings:
     """Validate and combine everything a backfill is told. Raises `UsageError`."""
     layers = Layers(env)
     today = today or nepal_today()
+    if retry_failed:
+        given = [name for name, on in datasets.items() if on]
+        given += [
+            flag
+            for flag, value in (("--symbols", symbols), ("--from", start), ("--to", end))
+            if value is not None
+        ]
+        given += [
+            flag for flag, on in (("--all-instruments", all_instruments), ("--force", force)) if on
+        ]
+        if given:
+            raise UsageError(
+                f"--retry-failed repeats the last run's failed jobs as they were planned;"
+                f" it takes no {given[0] if given[0].startswith('--') else '--' + given[0]}"
+            )
     chosen = tuple(name for name in PER_SECURITY if datasets.get(name))
     if not any(datasets.values()):
         chosen = PER_SECURITY  # no dataset flag: all five
@@ -275,6 +292,7 @@ def resolve_backfill(
         demo=demo,
         insecure=layers.pick("insecure", True if insecure else None, parse_bool, False),
         progress=layers.pick("progress", progress, parse_progress, "auto"),
+        retry_failed=retry_failed,
     )
 
 

@@ -1,8 +1,10 @@
-"""`ntx status`: what a database holds, as a rich table on a terminal, plain text otherwise."""
+"""`ntx status` and `ntx runs`: what a database holds and what its runs did, as rich tables on
+a terminal and plain text otherwise."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -41,20 +43,114 @@ def print_status(store: Store, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     rows = status_rows(store)
     title = f"Database: {store.path.resolve()} (schema {store.schema_version})"
-    last = describe_run(store.last_run())
+    _print_table(title, HEADERS, rows, out)
+    print(describe_run(store.last_run()), file=out)
+
+
+RUN_HEADERS = (
+    "id",
+    "started",
+    "duration",
+    "status",
+    "datasets",
+    "new",
+    "updated",
+    "unchanged",
+    "failed",
+)
+
+
+def _duration(run: dict[str, Any]) -> str:
+    from datetime import datetime
+
+    from ntx.progress import format_duration
+
+    if not run.get("finished_at"):
+        return "-"
+    seconds = (
+        datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
+    ).total_seconds()
+    return format_duration(seconds)
+
+
+def run_status(run: dict[str, Any], running_now: bool) -> str:
+    """A run marked running whose process is gone (its lock is free) is shown as crashed."""
+    if run["status"] == "running" and not running_now:
+        return "crashed"
+    return str(run["status"])
+
+
+def print_runs(store: Store, running_now: bool, out: TextIO | None = None) -> None:
+    rows = [
+        (
+            str(run["id"]),
+            run["started_at"],
+            _duration(run),
+            run_status(run, running_now),
+            run["datasets"] or "",
+            f"{run['rows_new']:,}",
+            f"{run['rows_updated']:,}",
+            f"{run['rows_unchanged']:,}",
+            f"{run['jobs_failed']:,}",
+        )
+        for run in store.runs()
+    ]
+    _print_table(f"Runs in {store.path.resolve()}", RUN_HEADERS, rows, out or sys.stdout)
+
+
+def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None = None) -> None:
+    from ntx.errors import UsageError
+
+    out = out or sys.stdout
+    run = store.run(run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id} in {store.path}")
+    jobs = store.unfinished_jobs(run_id)
+    symbols = store.symbols([sid for _, sid, _, _ in jobs if sid is not None])
+    print(
+        f"Run {run_id}: {run_status(run, running_now)}, started {run['started_at']},"
+        f" {_duration(run)}; {run['command'] or ''}",
+        file=out,
+    )
+    if run.get("resumes"):
+        print(f"It resumed run {run['resumes']}.", file=out)
+    print(
+        f"{run['jobs_done']:,} jobs done, {run['jobs_failed']:,} failed;"
+        f" rows: {run['rows_new']:,} new, {run['rows_updated']:,} updated,"
+        f" {run['rows_unchanged']:,} unchanged",
+        file=out,
+    )
+    rows = [
+        (status, dataset, symbols.get(sid, str(sid)) if sid is not None else "lists", reason or "")
+        for dataset, sid, status, reason in jobs
+    ]
+    if rows:
+        _print_table("Jobs not done", ("status", "dataset", "symbol", "reason"), rows, out)
+    else:
+        print("Every job of this run was done.", file=out)
+    refused = store.invalid_rows(run_id)
+    if refused:
+        names = store.symbols([sid for _, sid, _, _ in refused if sid is not None])
+        table = [
+            (ds, names.get(sid, str(sid)) if sid else "-", rule, row)
+            for ds, sid, row, rule in refused
+        ]
+        _print_table(
+            "Invalid rows refused (first 100)", ("dataset", "symbol", "rule", "row"), table, out
+        )
+
+
+def _print_table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO
+) -> None:
     if out.isatty():
-        console = Console(file=out)
-        table = Table(*HEADERS, title=title, title_justify="left")
+        table = Table(*headers, title=title, title_justify="left")
         for row in rows:
             table.add_row(*row)
-        console.print(table)
-        console.print(last, highlight=False)
+        Console(file=out).print(table)
         return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print(title, file=out)
-    for row in (HEADERS, *rows):
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(),
-            file=out,
-        )
-    print(last, file=out)
+    for row in (tuple(headers), *rows):
+        cells = zip(row, widths, strict=True)
+        print("  ".join(cell.ljust(width) for cell, width in cells).rstrip(), file=out)

@@ -9,6 +9,7 @@ into a SQLite file that belongs to something else.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -123,8 +124,27 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (dataset, security_id)
     );
     """,
+    # 2: resumable runs (the plan a run carried out, and the run it resumed)
+    """
+    ALTER TABLE ntx_runs ADD COLUMN plan_key TEXT;
+    ALTER TABLE ntx_runs ADD COLUMN plan TEXT;
+    ALTER TABLE ntx_runs ADD COLUMN resumes INTEGER;
+    CREATE INDEX ntx_runs_by_plan ON ntx_runs (plan_key, id);
+    """,
+    # 3: rows refused by validation, with the rule each broke
+    """
+    CREATE TABLE ntx_invalid_rows (
+        run_id      INTEGER NOT NULL,
+        dataset     TEXT NOT NULL,
+        security_id INTEGER,
+        row         TEXT NOT NULL,
+        rule        TEXT NOT NULL
+    );
+    CREATE INDEX ntx_invalid_rows_by_run ON ntx_invalid_rows (run_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+UNFINISHED = ("interrupted", "failed", "crashed")  # statuses a later run resumes
 LIST_LEVEL = 0  # ntx_coverage.security_id of a job that covers a whole list
 
 
@@ -199,9 +219,10 @@ class DatasetStatus:
 class Store:
     """An open ntx database. Not thread-safe: one owner at a time, as the engine guarantees."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool = False) -> None:
         self._conn = conn
         self.path = path
+        self._readonly = readonly
         self._upserts = {name: _UpsertSql(spec) for name, spec in DATASETS.items()}
 
     # ------------------------------------------------------------ opening
@@ -234,7 +255,7 @@ class Store:
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            store = cls(conn, path)
+            store = cls(conn, path, readonly=True)
             if store.schema_version < SCHEMA_VERSION:
                 conn.close()
                 raise UsageError(f"--db {path}: older schema; any ntx backfill on it upgrades it")
@@ -271,15 +292,102 @@ class Store:
 
     # ------------------------------------------------------------ the writer's side
 
-    def begin_run(self, command: str, source: str, datasets: Sequence[str]) -> int:
+    def begin_run(
+        self,
+        command: str,
+        source: str,
+        datasets: Sequence[str],
+        plan_key: str = "",
+        plan: str = "",
+        resumes: int | None = None,
+    ) -> int:
+        """Record a new run. Runs left `running` by a process that died become `crashed`
+        (the caller holds the database's lock, so none of them is really running)."""
+        self.mark_crashed()
         with self._transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO ntx_runs (started_at, status, command, source, datasets)"
-                " VALUES (?, 'running', ?, ?, ?)",
-                (_now(), command, source, ",".join(datasets)),
+                "INSERT INTO ntx_runs (started_at, status, command, source, datasets,"
+                " plan_key, plan, resumes) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                (_now(), command, source, ",".join(datasets), plan_key, plan, resumes),
             )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    def resumable(self, plan_key: str) -> tuple[int | None, dict[str, set[int]]]:
+        """The run a new run of `plan_key` resumes, and the jobs already done for it.
+
+        If the latest run of that plan did not complete, the new run resumes it: every job
+        recorded done by it, or by the runs it resumed in turn, is not fetched again.
+        """
+        self.mark_crashed()
+        row = self._conn.execute(
+            "SELECT id, status FROM ntx_runs WHERE plan_key = ? ORDER BY id DESC LIMIT 1",
+            (plan_key,),
+        ).fetchone()
+        if row is None or row[1] not in UNFINISHED:
+            return None, {}
+        done: dict[str, set[int]] = {}
+        chain = self._conn.execute(
+            """
+            WITH RECURSIVE chain(id) AS (
+                SELECT ? UNION SELECT r.resumes FROM ntx_runs r JOIN chain ON r.id = chain.id
+                WHERE r.resumes IS NOT NULL)
+            SELECT dataset, security_id FROM ntx_jobs
+            WHERE run_id IN (SELECT id FROM chain) AND status = 'done'
+                AND security_id IS NOT NULL
+            """,
+            (row[0],),
+        )
+        for dataset, security_id in chain:
+            done.setdefault(dataset, set()).add(security_id)
+        return row[0], done
+
+    def mark_crashed(self) -> None:
+        """Runs still `running` belong to a dead process (the caller holds the lock)."""
+        if not self._readonly:
+            with self._transaction() as conn:
+                conn.execute("UPDATE ntx_runs SET status = 'crashed' WHERE status = 'running'")
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest runs, newest first."""
+        cursor = self._conn.execute("SELECT * FROM ntx_runs ORDER BY id DESC LIMIT ?", (limit,))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        cursor = self._conn.execute("SELECT * FROM ntx_runs WHERE id = ?", (run_id,))
+        row = cursor.fetchone()
+        return (
+            None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
+        )
+
+    def unfinished_jobs(self, run_id: int) -> list[tuple[str, int | None, str, str | None]]:
+        """(dataset, security_id, status, reason) of a run's failed and skipped jobs."""
+        return self._conn.execute(
+            "SELECT dataset, security_id, status, reason FROM ntx_jobs"
+            " WHERE run_id = ? AND status != 'done' ORDER BY status, dataset, security_id",
+            (run_id,),
+        ).fetchall()
+
+    def invalid_rows(self, run_id: int, limit: int = 100) -> list[tuple[str, int | None, str, str]]:
+        """(dataset, security_id, row as JSON, rule) of rows a run refused."""
+        return self._conn.execute(
+            "SELECT dataset, security_id, row, rule FROM ntx_invalid_rows WHERE run_id = ?"
+            " ORDER BY rowid LIMIT ?",
+            (run_id, limit),
+        ).fetchall()
+
+    def symbols(self, ids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" for _ in chunk)
+            found.update(
+                self._conn.execute(
+                    f"SELECT id, symbol FROM securities WHERE id IN ({marks})", chunk
+                )
+            )
+        return found
 
     def finish_run(self, run_id: int, status: str) -> None:
         """Close a run record, totalling its committed jobs."""
@@ -350,6 +458,15 @@ class Store:
                             now,
                         ),
                     )
+                    if result.invalid:
+                        conn.executemany(
+                            "INSERT INTO ntx_invalid_rows (run_id, dataset, security_id, row, rule)"
+                            " VALUES (?, ?, ?, ?, ?)",
+                            [
+                                (run_id, job.dataset, sec_id, json.dumps(row, default=str), rule)
+                                for row, rule in result.invalid
+                            ],
+                        )
                     counts.append(written)
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.path}: saving failed: {exc}") from exc
@@ -389,11 +506,8 @@ class Store:
         return lines
 
     def last_run(self) -> dict[str, Any] | None:
-        cursor = self._conn.execute("SELECT * FROM ntx_runs ORDER BY id DESC LIMIT 1")
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return dict(zip([d[0] for d in cursor.description], row, strict=True))
+        latest = self.runs(limit=1)
+        return latest[0] if latest else None
 
 
 class _UpsertSql:

@@ -65,7 +65,7 @@ async def run_engine(
                 "http://demo.test", workers=workers, timeout=30, transport=transport
             )
             async with client:
-                summary = await Engine(plan, NepseSource(client, throttle), throttle, send).run()
+                summary = await Engine(plan, throttle, send).run(NepseSource(client, throttle))
     return summary, throttle, transport.state  # type: ignore[attr-defined]
 
 
