@@ -43,7 +43,8 @@ class NothingToRetry(NtxError):
 
 async def run_backfill(settings: BackfillSettings, renderer: Renderer, command: str) -> RunSummary:
     """Run one backfill to its end; the printer renders it and prints the summary."""
-    check_path(settings.db)  # before any fetch: a bad --db is a usage error, not a crash later
+    # Before any fetch: a bad --db is a usage error, a locked one a clear error, not a crash later.
+    check_path(settings.db, busy_timeout=settings.busy_timeout)
     with exclusive(settings.db, command):
         plan = make_plan(settings, command)
         send, receive = trio.open_memory_channel[Event](EVENT_BUFFER)
@@ -88,6 +89,7 @@ def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
         all_instruments=plan["all_instruments"],
         force=plan["force"],
         command=command,
+        busy_timeout=settings.busy_timeout,
         plan_key=key,
         plan_json=json.dumps(plan, sort_keys=True),
         only=only,
@@ -100,7 +102,7 @@ def _failed_of_last_run(
     """The last run's plan, its failed jobs per dataset, and its id."""
     if not settings.db.is_file():
         raise UsageError(f"--retry-failed: {settings.db} has no runs yet")
-    store = Store.open(settings.db)
+    store = Store.open(settings.db, busy_timeout=settings.busy_timeout)
     try:
         last = store.last_run()
         if last is None or not last.get("plan"):

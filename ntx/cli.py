@@ -131,6 +131,12 @@ def backfill(
         help="Retries per request after 429, 5xx, timeouts, bad answers [default: 5; NTX_RETRIES].",
     ),
     force: bool = typer.Option(False, "--force", help="Fetch the whole price range again."),
+    busy_timeout: str | None = typer.Option(
+        None,
+        "--busy-timeout",
+        metavar="SECONDS",
+        help="Wait this long for another program's lock on the database [default: 10].",
+    ),
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Re-run only the jobs that failed in the last run."
     ),
@@ -198,6 +204,7 @@ def backfill(
             sleep=sleep,
             timeout=timeout,
             retries=retries,
+            busy_timeout=busy_timeout,
             force=force,
             db=db,
             api=api,

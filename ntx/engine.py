@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from ntx.datasets import COMPANIES, DATASETS, plan_jobs, security_from_row, select_universe
-from ntx.errors import FetchError, Interrupted, NotFound, NtxError
+from ntx.errors import FetchError, Interrupted, NotFound, NtxError, StoreError
 from ntx.events import (
     DatasetPlanned,
     DatasetTotals,
@@ -35,7 +35,7 @@ from ntx.events import (
 )
 from ntx.model import DateRange, Job, JobResult, Security, WriteCounts
 from ntx.sources import Source
-from ntx.store import Store
+from ntx.store import BUSY_TIMEOUT, Store
 from ntx.throttle import RequestMeter, Throttle
 from ntx.writer import FLUSH_ROWS, FLUSH_SECONDS, Writer
 
@@ -57,6 +57,7 @@ class RunPlan:
     plan_key: str = ""  # runs with the same key resume each other
     plan_json: str = ""  # what --retry-failed needs to repeat this run's plan
     only: Mapping[str, AbstractSet[int]] | None = None  # --retry-failed: just these jobs
+    busy_timeout: float = BUSY_TIMEOUT
     flush_rows: int = FLUSH_ROWS
     flush_seconds: float = FLUSH_SECONDS
 
@@ -111,7 +112,9 @@ class Engine:
             universe, lists_result = await self._fetch_universe()
         if self.interrupted:
             raise Interrupted("interrupted before anything was fetched; nothing changed")
-        store = await trio.to_thread.run_sync(Store.open, self.plan.db_path)
+        store = await trio.to_thread.run_sync(
+            partial(Store.open, self.plan.db_path, busy_timeout=self.plan.busy_timeout)
+        )
         try:
             resumes: int | None = None
             done: dict[str, set[int]] = {}
@@ -142,7 +145,12 @@ class Engine:
                 raise
             finally:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(store.finish_run, run_id, status)
+                    try:
+                        await trio.to_thread.run_sync(store.finish_run, run_id, status)
+                    except StoreError:
+                        if status != "failed":
+                            raise
+                        # the database is what failed: its error, raised already, is the news
         finally:
             store.close()
         return RunSummary(

@@ -25,7 +25,17 @@ from ntx.nepal import nepal_today, one_year_before
 
 T = TypeVar("T")
 MAX_WORKERS = 512
-TUNABLE = ("workers", "sleep", "timeout", "retries", "db", "api", "progress", "insecure")
+TUNABLE = (
+    "workers",
+    "sleep",
+    "timeout",
+    "retries",
+    "busy_timeout",
+    "db",
+    "api",
+    "progress",
+    "insecure",
+)
 MAX_RETRIES = 100
 PROGRESS_MODES = ("auto", "rich", "plain", "json")
 
@@ -210,6 +220,7 @@ class BackfillSettings:
     sleep: float
     timeout: float
     retries: int
+    busy_timeout: float
     force: bool
     db: Path
     api: str | None
@@ -231,6 +242,7 @@ def resolve_backfill(
     timeout: str | None,
     retries: str | None,
     force: bool,
+    busy_timeout: str | None = None,
     db: str | None,
     api: str | None,
     demo: DemoOptions | None,
@@ -286,6 +298,7 @@ def resolve_backfill(
         sleep=layers.pick("sleep", sleep, parse_sleep, 0.2),
         timeout=layers.pick("timeout", timeout, parse_timeout, 30.0),
         retries=layers.pick("retries", retries, parse_retries, 5),
+        busy_timeout=layers.pick("busy_timeout", busy_timeout, parse_sleep, 10.0),
         force=force,
         db=layers.pick("db", db, parse_path, default_db),
         api=api_url,

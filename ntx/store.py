@@ -13,7 +13,7 @@ import json
 import sqlite3
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from ntx.model import DateRange, JobResult, Row, WriteCounts
 
 APPLICATION_ID = 0x4E545831  # "NTX1"
 SQLITE_HEADER = b"SQLite format 3\x00"
-BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT = 10.0  # seconds to wait for another program's write lock
 
 # Numbered migrations, applied in order on open, each batch in one transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -148,14 +148,25 @@ UNFINISHED = ("interrupted", "failed", "crashed")  # statuses a later run resume
 LIST_LEVEL = 0  # ntx_coverage.security_id of a job that covers a whole list
 
 
+def _explain(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "full" in text or "I/O" in text:
+        return f"{text}: check the disk's free space, then run the same command to resume"
+    if "locked" in text or "busy" in text:
+        return f"{text}: another program holds a write lock on it"
+    return text
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def check_path(path: Path) -> None:
+def check_path(path: Path, busy_timeout: float | None = None) -> None:
     """Pre-flight, before any fetch: `path` can become or already is an ntx database.
 
-    Never creates, changes or locks anything. Raises `UsageError` with one line otherwise.
+    Never creates or changes anything. Raises `UsageError` with one line otherwise. With a
+    `busy_timeout`, an existing database must also be writable now: its write lock is taken
+    and released, waiting that long for another program to let go (`StoreError` if not).
     """
     parent = path.parent
     if not parent.is_dir():
@@ -180,6 +191,25 @@ def check_path(path: Path) -> None:
         raise UsageError(f"--db {path}: is not a SQLite database; ntx leaves it untouched")
     if header:
         _check_existing(path)
+        if busy_timeout is not None:
+            _check_writable_now(path, busy_timeout)
+
+
+def _check_writable_now(path: Path, busy_timeout: float) -> None:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreError(
+                f"database {path} is locked by another program (waited {busy_timeout:g} s);"
+                " close it or raise --busy-timeout"
+            ) from exc
+        raise StoreError(f"database {path}: {exc}") from exc
 
 
 def _check_existing(path: Path) -> None:
@@ -228,16 +258,14 @@ class Store:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> Store:
+    def open(cls, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> Store:
         """Open (and create, and migrate) the database; `check_path` first for friendly errors."""
-        if not create and not path.exists():
-            raise UsageError(f"--db {path}: no such database (ntx backfill creates it)")
         check_path(path)
         try:
             conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
             )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             store = cls(conn, path)
@@ -254,7 +282,7 @@ class Store:
         check_path(path)
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             store = cls(conn, path, readonly=True)
             if store.schema_version < SCHEMA_VERSION:
                 conn.close()
@@ -268,13 +296,18 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """One transaction; any SQLite failure in it becomes a one-line `StoreError`."""
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path}: {_explain(exc)}") from exc
 
     def _migrate(self) -> None:
         with self._transaction() as conn:
@@ -468,8 +501,8 @@ class Store:
                             ],
                         )
                     counts.append(written)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database {self.path}: saving failed: {exc}") from exc
+        except StoreError as exc:
+            raise StoreError(f"{exc} (while saving; every earlier commit is intact)") from exc
         return counts
 
     # ------------------------------------------------------------ reads

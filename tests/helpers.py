@@ -3,6 +3,7 @@ tests, and the database-versus-oracle comparison."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -48,6 +49,7 @@ class RecordingApp:
     in_flight: int = 0
     max_in_flight: int = 0
     fail: dict[str, int] = field(default_factory=dict)
+    rewrite: dict[str, Any] = field(default_factory=dict)  # path -> function of the JSON body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -66,7 +68,15 @@ class RecordingApp:
             await send(message)
 
         try:
-            if scope["path"] in self.fail:
+            if scope["path"] in self.rewrite:
+                status, body = self.app.answer(
+                    scope["method"], scope["path"], scope["query_string"]
+                )
+                payload = json.dumps(self.rewrite[scope["path"]](body)).encode()  # NaN stays NaN
+                record.status = status
+                await send({"type": "http.response.start", "status": status, "headers": []})
+                await send({"type": "http.response.body", "body": payload})
+            elif scope["path"] in self.fail:
                 await trio.sleep(self.app.latency)
                 record.status = self.fail[scope["path"]]
                 await send({"type": "http.response.start", "status": record.status, "headers": []})
@@ -182,3 +192,40 @@ async def run_ntx_async(*args: str, cwd: Path | None = None) -> subprocess.Compl
     return subprocess.CompletedProcess(
         result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
     )
+
+
+def run_and_signal(
+    args: list[str],
+    *,
+    after: str,
+    signals: list[int],
+    gap: float = 0.0,
+    **popen: Any,
+) -> subprocess.CompletedProcess[str]:
+    """`ntx ARGS` as a subprocess; once a stdout line matches the regex `after`, send `signals`.
+
+    Blocking: call it through `trio.to_thread.run_sync` from a trio test.
+    """
+    import re
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ntx", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=ntx_env(),
+        **popen,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if re.search(after, line):
+            break
+    for number in signals:
+        proc.send_signal(number)
+        time.sleep(gap)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + out, err)

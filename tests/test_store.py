@@ -101,7 +101,7 @@ def test_a_flush_is_one_transaction(tmp_path: Path) -> None:
     broken = JobResult(
         Job("prices", Security(2, "B")), [(2, "2024-01-01", None, 2.0)]
     )  # too few values
-    with pytest.raises(StoreError, match="saving failed"):
+    with pytest.raises(StoreError, match="while saving; every earlier commit is intact"):
         store.apply(run_id, [good, broken])
     with sqlite3.connect(tmp_path / "a.db") as conn:
         assert conn.execute("SELECT count(*) FROM prices").fetchone()[0] == 0
