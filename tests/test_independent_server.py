@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ import pytest
 from tests.helpers import run_ntx
 
 PAGE_CAP = 100
+FAULTS = ("429", "5xx", "reset", "truncated", "malformed", "stall")
 
 
 class Exchange:
@@ -118,26 +121,61 @@ class Handler(BaseHTTPRequestHandler):
     lock = threading.Lock()
     in_flight = 0
     max_in_flight = 0
+    fault_rate = 0.0  # hostile mode: this share of answers goes wrong
+    faults: list[str]
+    rng = random.Random(5)
 
     def do_GET(self) -> None:
         cls = type(self)
         with cls.lock:
             cls.in_flight += 1
             cls.max_in_flight = max(cls.max_in_flight, cls.in_flight)
+            fault = cls.rng.choice(FAULTS) if cls.rng.random() < cls.fault_rate else None
         started = time.monotonic()
         try:
             time.sleep(0.005)
             status, body = self.route()
             payload = json.dumps(body).encode()
+            if fault is not None:
+                cls.faults.append(fault)
+                status, payload = self.misbehave(fault, status, payload)
+                if status == 0:
+                    return
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
+            if status == 429:
+                self.send_header("Retry-After", "1")
             self.end_headers()
             self.wfile.write(payload)
         finally:
             with cls.lock:
                 cls.in_flight -= 1
                 cls.log.append((started, time.monotonic(), self.path))
+
+    def misbehave(self, fault: str, status: int, payload: bytes) -> tuple[int, bytes]:
+        """The answer a hostile server gives instead; status 0 means the socket is gone."""
+        if fault == "429":
+            return 429, b'{"error": "slow down"}'
+        if fault == "5xx":
+            return self.rng.choice((500, 502, 503)), b"<html>Bad Gateway</html>"
+        if fault == "truncated":
+            return status, payload[: len(payload) // 3]
+        if fault == "malformed":
+            return status, b'{"maintenance": true}'
+        if fault == "stall":
+            time.sleep(2.5)
+            return status, payload
+        # reset: a TCP RST halfway through the body
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload[: len(payload) // 2])
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+        return 0, b""
 
     def route(self) -> tuple[int, Any]:
         url = urlsplit(self.path)
@@ -181,6 +219,8 @@ def independent() -> Iterator[tuple[str, type[Handler]]]:
             "in_flight": 0,
             "max_in_flight": 0,
             "lock": threading.Lock(),
+            "faults": [],
+            "rng": random.Random(5),
         },
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -193,64 +233,67 @@ def independent() -> Iterator[tuple[str, type[Handler]]]:
         server.server_close()
 
 
+ARGS = (
+    "--from",
+    "2021-01-01",
+    "--to",
+    "2025-06-30",
+    "--workers",
+    "4",
+    "--sleep",
+    "0",
+    "--progress",
+    "plain",
+)
+
+
+def expected(ex: Exchange) -> dict[str, list[tuple[Any, ...]]]:
+    """What a correct backfill of the default universe stores, table by table, in key order."""
+    ids = {s["symbol"]: s["id"] for s in ex.securities}
+    universe = sorted(
+        ids[c["symbol"]]
+        for c in ex.companies
+        if c["instrumentType"] == "Equity" and c["status"] == "A"
+    )
+    return {
+        "prices": sorted(
+            (
+                sid,
+                r["businessDate"],
+                None,
+                r["highPrice"],
+                r["lowPrice"],
+                r["closePrice"],
+                r["totalTradedQuantity"],
+                r["totalTradedValue"],
+                r["totalTrades"],
+            )
+            for sid in universe
+            for r in ex.history[sid]
+            if "2021-01-01" <= r["businessDate"] <= "2025-06-30"
+        ),
+        "reports": [(sid, "2080/2081", "Q2", 12.5, 20.0, 150.0, 1e9, 1e8) for sid in universe],
+        "dividends": [(sid, "2079/2080", 5.0, 0.0, None) for sid in universe],
+        "ownership": [(sid, 1e6, 1e8, 400000, 40.0, 600000.0, 60.0) for sid in universe],
+    }
+
+
+def assert_exact(db: Path, ex: Exchange) -> None:
+    with sqlite3.connect(db) as conn:
+        for name, rows in expected(ex).items():
+            assert conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2, 3").fetchall() == rows, name
+        assert conn.execute("SELECT count(*) FROM securities").fetchone()[0] == 12
+
+
 def test_every_row_of_all_five_datasets_and_at_most_workers_in_flight(
     independent: tuple[str, type[Handler]], tmp_path: Path
 ) -> None:
     url, handler = independent
     db = tmp_path / "ind.db"
-    result = run_ntx(
-        "backfill",
-        "--api",
-        url,
-        "--from",
-        "2021-01-01",
-        "--to",
-        "2025-06-30",
-        "--db",
-        str(db),
-        "--workers",
-        "4",
-        "--sleep",
-        "0",
-        "--progress",
-        "plain",
-    )
+    result = run_ntx("backfill", "--api", url, "--db", str(db), *ARGS)
     assert result.returncode == 0, result.stdout + result.stderr
-    ex = handler.exchange
-    universe = sorted(
-        c["symbol"] for c in ex.companies if c["instrumentType"] == "Equity" and c["status"] == "A"
-    )
-    ids = {s["symbol"]: s["id"] for s in ex.securities}
-    want_prices = sorted(
-        (
-            ids[sym],
-            r["businessDate"],
-            None,
-            r["highPrice"],
-            r["lowPrice"],
-            r["closePrice"],
-            r["totalTradedQuantity"],
-            r["totalTradedValue"],
-            r["totalTrades"],
-        )
-        for sym in universe
-        for r in ex.history[ids[sym]]
-        if "2021-01-01" <= r["businessDate"] <= "2025-06-30"
-    )
-    with sqlite3.connect(db) as conn:
-        got = conn.execute("SELECT * FROM prices ORDER BY security_id, date").fetchall()
-        assert got == want_prices and len(got) > 8000
-        assert conn.execute("SELECT * FROM reports ORDER BY security_id").fetchall() == [
-            (ids[s], "2080/2081", "Q2", 12.5, 20.0, 150.0, 1e9, 1e8)
-            for s in sorted(universe, key=ids.get)
-        ]
-        assert conn.execute("SELECT * FROM dividends ORDER BY security_id").fetchall() == [
-            (ids[s], "2079/2080", 5.0, 0.0, None) for s in sorted(universe, key=ids.get)
-        ]
-        assert conn.execute("SELECT * FROM ownership ORDER BY security_id").fetchall() == [
-            (ids[s], 1e6, 1e8, 400000, 40.0, 600000.0, 60.0) for s in sorted(universe, key=ids.get)
-        ]
-        assert conn.execute("SELECT count(*) FROM securities").fetchone()[0] == 12
+    assert_exact(db, handler.exchange)
+    assert len(expected(handler.exchange)["prices"]) > 8000
     assert handler.max_in_flight <= 4
     pages = [p for _, _, p in handler.log if "page=2" in p]
     assert pages  # 100-row pages: multi-year histories took many pages
@@ -284,3 +327,18 @@ def test_one_worker_starts_each_request_sleep_after_the_previous_answer(
     assert handler.max_in_flight == 1
     gaps = [nxt[0] - prev[1] for prev, nxt in pairwise(log)]
     assert min(gaps) >= 0.5, gaps
+
+
+def test_hostile_server_every_row_still_exact(
+    independent: tuple[str, type[Handler]], tmp_path: Path
+) -> None:
+    """15% of answers: 429 with Retry-After, 500/502/503, TCP resets, truncated and malformed
+    bodies, 2.5 s stalls. Every row of all five datasets is stored exactly; exit 0."""
+    url, handler = independent
+    handler.fault_rate = 0.15
+    db = tmp_path / "hostile.db"
+    result = run_ntx("backfill", "--api", url, "--db", str(db), *ARGS, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert set(handler.faults) == set(FAULTS) and len(handler.faults) >= 20
+    assert_exact(db, handler.exchange)
+    assert "of them retries" in result.stdout
