@@ -163,6 +163,8 @@ class RetryPolicy:
                     raise
                 await self._after_transient_failure(error, retry)
                 if retry >= self.retries:
+                    if not self.retries:
+                        raise
                     noun = "retry" if self.retries == 1 else "retries"
                     raise FetchError(f"{error} (gave up after {self.retries} {noun})") from error
                 retry += 1
