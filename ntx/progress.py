@@ -140,6 +140,11 @@ class Tracker:
         return tag
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 error`, `2 errors`, `1,000 retries`."""
+    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
+
+
 def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
@@ -161,14 +166,14 @@ def summary_lines(summary: RunSummary) -> list[str]:
         rows = totals.rows
         line = (
             f"{totals.title}: {rows.new:,} new, {rows.updated:,} updated, "
-            f"{rows.unchanged:,} unchanged, {totals.failed:,} errors"
+            f"{rows.unchanged:,} unchanged, {plural(totals.failed, 'error')}"
         )
         if totals.skipped:
             line += f", {totals.skipped:,} skipped"
         if totals.invalid:
-            line += f", {totals.invalid:,} invalid rows refused"
+            line += f", {plural(totals.invalid, 'invalid row')} refused"
         line += f" in {format_duration(totals.elapsed)}"
-        notes = [f"{totals.retries:,} retries"] if totals.retries else []
+        notes = [plural(totals.retries, "retry", "retries")] if totals.retries else []
         if totals.up_to_date:
             notes.append(f"{totals.up_to_date:,} already up to date")
         lines.append(line + (f" ({', '.join(notes)})" if notes else ""))
@@ -249,7 +254,7 @@ class PlainRenderer:
                     refused = f", {event.invalid:,} invalid" if event.invalid else ""
                     outcome = f"done ({event.rows:,} records{refused})"
                 if event.retries:
-                    outcome += f" after {event.retries} retries"
+                    outcome += f" after {plural(event.retries, 'retry', 'retries')}"
                 self._print(f"{tag} {event.label} {outcome}")
             case Paused():
                 self._print(f"ntx: every worker waits {event.seconds:.1f}s: {event.reason}")
@@ -345,7 +350,7 @@ class RichRenderer:
             elif view.finished and elapsed > 0:
                 eta = format_duration(remaining * elapsed / view.finished)
             errors = Text(
-                f"{view.failed} errors, {view.retries} retries",
+                f"{plural(view.failed, 'error')}, {plural(view.retries, 'retry', 'retries')}",
                 style="red" if view.failed else "dim",
             )
             table.add_row(

@@ -187,7 +187,7 @@ async def test_failed_job_is_named_exit_1_and_others_are_stored(
     path = f"/api/nots/application/reports/{victim.security_id}"
     assert f"reports {victim.symbol}: HTTP 400 from {path}" in result.stdout
     assert f"reports {ghost.symbol}: not found" in result.stdout
-    assert "Reports: " in result.stdout and "1 errors, 1 skipped" in result.stdout
+    assert "Reports: " in result.stdout and "1 error, 1 skipped" in result.stdout
     stored = [s for s in universe if s not in (victim.security_id, ghost.security_id)]
     expected = expected_tables(market, DateRange(TODAY, TODAY), stored)
     assert table(db, "reports") == expected["reports"]

@@ -16,6 +16,7 @@ from ntx.events import (
     Failure,
     JobFinished,
     JobStarted,
+    Paused,
     RowsCommitted,
     RunFinished,
     RunStarted,
@@ -53,7 +54,7 @@ async def test_rich_bars_show_counts_and_a_rate_that_stops_when_done(mock_clock:
     last_frame = screen[screen.rfind("Prices") :]
     assert "10/10" in last_frame and "ETA done" in last_frame
     assert "5.0 req/s" in last_frame  # 10 requests over 2.0 s, not diluted by the idle time
-    assert "45 new, 0 updated" in last_frame and "1 errors" in last_frame
+    assert "45 new, 0 updated" in last_frame and "1 error, 0 retries" in last_frame
 
 
 async def test_plain_lines_number_jobs_and_end_with_the_summary(mock_clock: MockClock) -> None:
@@ -90,7 +91,7 @@ async def test_plain_lines_number_jobs_and_end_with_the_summary(mock_clock: Mock
     ]
     assert "[prices 4/10] S3 FAILED: HTTP 500 from /x" in lines
     assert (
-        "Prices: 45 new, 2 updated, 1 unchanged, 1 errors in 1m52s (3 already up to date)" in lines
+        "Prices: 45 new, 2 updated, 1 unchanged, 1 error in 1m52s (3 already up to date)" in lines
     )
     assert "  prices S3: HTTP 500 from /x" in lines
     assert lines[-1] == f"Database: {Path('x.db').resolve()}"
@@ -103,3 +104,21 @@ def test_durations_read_like_a_clock() -> None:
         "1m52s",
         "1h02m",
     ]
+
+
+async def test_rich_shows_a_pause_with_its_countdown(mock_clock: MockClock) -> None:
+    out = io.StringIO()
+    renderer = RichRenderer(Console(file=out, force_terminal=True, width=140, color_system=None))
+    renderer.handle(RunStarted("http://api.test", Path("x.db"), 5, 0.2))
+    renderer.handle(DatasetPlanned("prices", "Prices", 10, 0))
+    renderer.handle(Paused(30.0, "10 failures in a row (last: HTTP 503 from /x)"))
+    await trio.sleep(12)
+    renderer.refresh()
+    assert (
+        "paused, resuming in 18s: 10 failures in a row (last: HTTP 503 from /x)" in out.getvalue()
+    )
+    await trio.sleep(20)
+    out.truncate(0)
+    renderer.refresh()
+    renderer.close()
+    assert "paused" not in out.getvalue()  # over: the line is gone

@@ -60,7 +60,7 @@ async def test_invalid_rows_are_refused_and_logged_the_rest_stored(
     result = await run_ntx_async(*args)
     assert result.returncode == 0, result.stdout
     assert "Prices: " in result.stdout and "4 invalid rows refused" in result.stdout
-    assert "Ownership: " in result.stdout and "1 invalid rows refused" in result.stdout
+    assert "Ownership: " in result.stdout and "1 invalid row refused" in result.stdout
 
     period = DateRange(date(2026, 1, 1), TODAY)
     good = market.expected_prices(first, period)[4:]  # the spoiled four are the newest rows
