@@ -23,6 +23,23 @@ from ntx.model import DateRange
 
 REPO = Path(__file__).resolve().parents[1]
 TODAY = date(2026, 6, 30)  # the test market's "today": a fixed day keeps the oracle fixed
+TABLES = ("securities", "prices", "reports", "dividends", "ownership")
+
+
+def backfill_args(url: str, db: Path, *extra: str) -> list[str]:
+    """`backfill` against `url` into `db`, unthrottled, with plain output, and `extra`."""
+    return [
+        "backfill",
+        "--api",
+        url,
+        "--db",
+        str(db),
+        "--sleep",
+        "0",
+        "--progress",
+        "plain",
+        *extra,
+    ]
 
 
 @dataclass

@@ -21,22 +21,15 @@ import pytest
 import trio
 
 from ntx.model import DateRange
-from tests.helpers import TODAY, default_universe, expected_tables, ntx_env, run_ntx_async, table
-
-
-def backfill_args(url: str, db: Path, *extra: str) -> list[str]:
-    return [
-        "backfill",
-        "--api",
-        url,
-        "--db",
-        str(db),
-        "--sleep",
-        "0",
-        "--progress",
-        "plain",
-        *extra,
-    ]
+from tests.helpers import (
+    TODAY,
+    backfill_args,
+    default_universe,
+    expected_tables,
+    ntx_env,
+    run_ntx_async,
+    table,
+)
 
 
 async def make_db(url: str, db: Path) -> None:

@@ -21,30 +21,15 @@ from ntx.demo.market import Market
 from ntx.demo.server import serve
 from ntx.model import DateRange
 from tests.helpers import (
+    TABLES,
     TODAY,
     RecordingApp,
+    backfill_args,
     default_universe,
     expected_tables,
     run_ntx_async,
     table,
 )
-
-TABLES = ("securities", "prices", "reports", "dividends", "ownership")
-
-
-def fetch_args(url: str, db: Path, *extra: str) -> list[str]:
-    return [
-        "backfill",
-        "--api",
-        url,
-        "--db",
-        str(db),
-        "--sleep",
-        "0",
-        "--progress",
-        "plain",
-        *extra,
-    ]
 
 
 async def test_database_equals_the_source_for_all_five_datasets(
@@ -54,7 +39,7 @@ async def test_database_equals_the_source_for_all_five_datasets(
     market = recorder.app.market
     db = tmp_path / "ntx.db"
     result = await run_ntx_async(
-        *fetch_args(url, db, "--from", "2019-01-01", "--to", "2026-06-30", "--workers", "6")
+        *backfill_args(url, db, "--from", "2019-01-01", "--to", "2026-06-30", "--workers", "6")
     )
     assert result.returncode == 0, result.stderr
     expected = expected_tables(market, DateRange(date(2019, 1, 1), TODAY), default_universe(market))
@@ -75,7 +60,7 @@ async def test_all_instruments_and_symbols_choose_the_universe(
     everything = [s.security_id for s in market.listed()]
     db = tmp_path / "all.db"
     result = await run_ntx_async(
-        *fetch_args(url, db, "--all-instruments", "--from", "2026-01-01", "--to", "2026-06-30")
+        *backfill_args(url, db, "--all-instruments", "--from", "2026-01-01", "--to", "2026-06-30")
     )
     assert result.returncode == 0, result.stderr
     expected = expected_tables(market, DateRange(date(2026, 1, 1), TODAY), everything)
@@ -86,7 +71,7 @@ async def test_all_instruments_and_symbols_choose_the_universe(
     db2 = tmp_path / "two.db"
     symbols = f"{two[0].symbol.lower()},{two[1].symbol}"
     result = await run_ntx_async(
-        *fetch_args(url, db2, "--symbols", symbols, "--prices", "--ownership")
+        *backfill_args(url, db2, "--symbols", symbols, "--prices", "--ownership")
     )
     assert result.returncode == 0, result.stderr
     assert {row[0] for row in table(db2, "ownership")} == {s.security_id for s in two}
@@ -99,12 +84,16 @@ async def test_second_run_fetches_only_the_tail_and_changes_no_row(
     url, recorder = await start_demo(securities=30, seed=7)
     market = recorder.app.market
     db = tmp_path / "ntx.db"
-    first = await run_ntx_async(*fetch_args(url, db, "--from", "2024-01-01", "--to", "2026-03-31"))
+    first = await run_ntx_async(
+        *backfill_args(url, db, "--from", "2024-01-01", "--to", "2026-03-31")
+    )
     assert first.returncode == 0, first.stderr
     before = {name: table(db, name) for name in TABLES}
 
     recorder.seen.clear()
-    second = await run_ntx_async(*fetch_args(url, db, "--from", "2024-01-01", "--to", "2026-06-30"))
+    second = await run_ntx_async(
+        *backfill_args(url, db, "--from", "2024-01-01", "--to", "2026-06-30")
+    )
     assert second.returncode == 0, second.stderr
     history = recorder.paths("/history/")
     assert history and all(
@@ -123,7 +112,9 @@ async def test_second_run_fetches_only_the_tail_and_changes_no_row(
             assert " 0 updated" in line, line
 
     recorder.seen.clear()
-    third = await run_ntx_async(*fetch_args(url, db, "--from", "2024-01-01", "--to", "2026-06-30"))
+    third = await run_ntx_async(
+        *backfill_args(url, db, "--from", "2024-01-01", "--to", "2026-06-30")
+    )
     assert third.returncode == 0, third.stderr
     assert recorder.paths("/history/") == []
     assert {name: table(db, name) for name in TABLES} == after
@@ -135,7 +126,7 @@ async def test_server_sees_at_most_workers_in_flight(
 ) -> None:
     url, recorder = await start_demo(securities=60, seed=7, latency=0.03)
     result = await run_ntx_async(
-        *fetch_args(url, tmp_path / "w.db", "--workers", "3", "--ownership", "--reports")
+        *backfill_args(url, tmp_path / "w.db", "--workers", "3", "--ownership", "--reports")
     )
     assert result.returncode == 0, result.stderr
     assert len(recorder.seen) > 40
@@ -182,7 +173,7 @@ async def test_failed_job_is_named_exit_1_and_others_are_stored(
     recorder.fail[f"/api/nots/application/reports/{victim.security_id}"] = 400  # fails, no retry
     recorder.fail[f"/api/nots/application/reports/{ghost.security_id}"] = 404  # skipped
     db = tmp_path / "f.db"
-    result = await run_ntx_async(*fetch_args(url, db, "--reports", "--dividends"))
+    result = await run_ntx_async(*backfill_args(url, db, "--reports", "--dividends"))
     assert result.returncode == 1
     path = f"/api/nots/application/reports/{victim.security_id}"
     assert f"reports {victim.symbol}: HTTP 400 from {path}" in result.stdout
@@ -211,7 +202,7 @@ async def test_only_skips_still_exit_0(start_demo: Callable[..., Any], tmp_path:
     url, recorder = await start_demo(securities=30, seed=7)
     ghost = default_universe(recorder.app.market)[0]
     recorder.fail[f"/api/nots/security/{ghost}"] = 404
-    result = await run_ntx_async(*fetch_args(url, tmp_path / "k.db", "--ownership"))
+    result = await run_ntx_async(*backfill_args(url, tmp_path / "k.db", "--ownership"))
     assert result.returncode == 0, result.stdout
     assert "Skipped jobs (1):" in result.stdout
 
@@ -223,7 +214,7 @@ async def test_access_denied_stops_the_run_at_once(
     market = recorder.app.market
     universe = sorted(default_universe(market), key=lambda sid: market.by_id[sid].symbol)
     recorder.fail[f"/api/nots/application/dividend/{universe[0]}"] = 401  # ntx's first job
-    args = fetch_args(url, tmp_path / "d.db", "--dividends", "--workers", "1")
+    args = backfill_args(url, tmp_path / "d.db", "--dividends", "--workers", "1")
     result = await run_ntx_async(*args)
     assert result.returncode == 1
     errors = result.stderr.strip().splitlines()
@@ -242,7 +233,7 @@ async def test_status_describes_the_database(
     url, _ = await start_demo(securities=30, seed=7)
     db = tmp_path / "s.db"
     assert (
-        await run_ntx_async(*fetch_args(url, db, "--from", "2026-01-01", "--to", "2026-06-30"))
+        await run_ntx_async(*backfill_args(url, db, "--from", "2026-01-01", "--to", "2026-06-30"))
     ).returncode == 0
     result = await run_ntx_async("status", "--db", str(db))
     assert result.returncode == 0, result.stderr
@@ -262,7 +253,7 @@ async def test_hostile_api_every_fault_still_an_exact_database(
     recorder = RecordingApp(faulty)  # type: ignore[arg-type]
     url = await nursery.start(partial(serve, recorder))
     db = tmp_path / "hostile.db"
-    args = fetch_args(url, db, "--from", "2023-01-01", "--to", "2026-06-30", "--workers", "6")
+    args = backfill_args(url, db, "--from", "2023-01-01", "--to", "2026-06-30", "--workers", "6")
     result = await run_ntx_async(*args)
     assert result.returncode == 0, result.stdout[-3000:]
     assert set(faulty.injected) == set(FAULTS) and sum(faulty.injected.values()) >= 12

@@ -17,7 +17,9 @@ import trio
 
 from ntx.model import DateRange
 from tests.helpers import (
+    TABLES,
     TODAY,
+    backfill_args,
     default_universe,
     expected_tables,
     ntx_env,
@@ -26,16 +28,12 @@ from tests.helpers import (
     table,
 )
 
-TABLES = ("securities", "prices", "reports", "dividends", "ownership")
-
 
 def slow_args(url: str, db: Path, *extra: str) -> list[str]:
-    return [
-        "backfill",
-        "--api",
+    """A backfill slow enough to interrupt at a chosen moment."""
+    return backfill_args(
         url,
-        "--db",
-        str(db),
+        db,
         "--from",
         "2023-01-01",
         "--to",
@@ -44,10 +42,8 @@ def slow_args(url: str, db: Path, *extra: str) -> list[str]:
         "3",
         "--sleep",
         "0.02",
-        "--progress",
-        "plain",
         *extra,
-    ]
+    )
 
 
 def assert_exact(db: Path, market: Any) -> None:

@@ -55,18 +55,7 @@ class DemoApp:
         self.requests += 1
         await trio.sleep(self.latency)
         status, body = self.answer(scope["method"], scope["path"], scope.get("query_string", b""))
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, status, encode(body))
 
     def answer(self, method: str, path: str, query: bytes) -> tuple[int, Any]:
         """(status, JSON body) for one request."""
@@ -111,6 +100,28 @@ class DemoApp:
 
     def _ownership(self, security_id: int, params: dict[str, str]) -> Any:
         return self.market.ownership_wire(security_id)
+
+
+def encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def send_json(
+    send: Send, status: int, payload: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """One whole JSON answer (`payload` already encoded: it may be deliberately broken)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

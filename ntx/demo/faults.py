@@ -15,7 +15,6 @@ faults (each kind in turn) instead of, or before, its answer:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter
@@ -25,7 +24,7 @@ from typing import Any
 
 import trio
 
-from ntx.demo.app import DemoApp, Receive, Scope, Send
+from ntx.demo.app import DemoApp, Receive, Scope, Send, encode, send_json
 from ntx.demo.market import Market
 from ntx.settings import DemoOptions
 
@@ -91,23 +90,23 @@ class FaultyApp:
                 retry_after = "1"
             else:
                 retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
-            await _answer(
+            await send_json(
                 send,
                 429,
                 b'{"message":"Too Many Requests"}',
                 [(b"retry-after", retry_after.encode())],
             )
         elif kind == "5xx":
-            await _answer(send, self._rng.choice((500, 502, 503)), b'{"message":"Server Error"}')
+            await send_json(send, self._rng.choice((500, 502, 503)), b'{"message":"Server Error"}')
         elif kind == "malformed":
-            await _answer(send, 200, b'{"status":"ok","data":"maintenance"}')
+            await send_json(send, 200, b'{"status":"ok","data":"maintenance"}')
         else:
             status, body = self.app.answer(
                 scope["method"], scope["path"], scope.get("query_string", b"")
             )
-            payload = json.dumps(body, separators=(",", ":")).encode()
+            payload = encode(body)
             if kind == "truncated":
-                await _answer(send, status, payload[: len(payload) // 2])
+                await send_json(send, status, payload[: len(payload) // 2])
             else:  # reset: promise the whole body, send half, drop the connection
                 headers = [
                     (b"content-type", b"application/json"),
@@ -122,23 +121,6 @@ class FaultyApp:
                     }
                 )
                 raise InjectedReset("connection reset (injected)")
-
-
-async def _answer(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def build_demo_app(options: DemoOptions, today: date | None = None) -> DemoApp | FaultyApp:
