@@ -30,7 +30,7 @@ from ntx.retry import CircuitBreaker, RetryPolicy
 from ntx.settings import BackfillSettings
 from ntx.sources.nepse import NepseSource, open_client
 from ntx.store import Store, check_path
-from ntx.throttle import Throttle
+from ntx.throttle import Throttle, TokenBucket
 
 EVENT_BUFFER = 1024
 
@@ -140,7 +140,8 @@ async def _watch_signals(engine: Engine, *, task_status: trio.TaskStatus[None]) 
 async def _run(
     settings: BackfillSettings, plan: RunPlan, events: trio.MemorySendChannel[Event]
 ) -> RunSummary:
-    throttle = Throttle(settings.sleep)
+    bucket = TokenBucket(settings.rate, burst=settings.workers) if settings.rate else None
+    throttle = Throttle(settings.sleep, bucket)
     engine = Engine(plan, throttle, events)
     async with trio.open_nursery() as services:
         await services.start(_watch_signals, engine)
@@ -161,7 +162,9 @@ async def _run(
             breaker=CircuitBreaker(throttle),
             notify=announce_pause,
         )
-        await events.send(RunStarted(source_name, settings.db, settings.workers, settings.sleep))
+        await events.send(
+            RunStarted(source_name, settings.db, settings.workers, settings.sleep, settings.rate)
+        )
         client = open_client(
             base_url,
             workers=settings.workers,

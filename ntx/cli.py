@@ -121,6 +121,12 @@ def backfill(
         metavar="SECONDS",
         help="Pause after every request, per worker [default: 0.2; NTX_SLEEP].",
     ),
+    rate: str | None = typer.Option(
+        None,
+        "--rate",
+        metavar="R",
+        help="At most R requests per second across all workers (burst = workers) [NTX_RATE].",
+    ),
     timeout: str | None = typer.Option(
         None, "--timeout", metavar="SECONDS", help="Limit per request [default: 30; NTX_TIMEOUT]."
     ),
@@ -168,6 +174,9 @@ def backfill(
     demo_latency_ms: str = typer.Option(
         "40", "--demo-latency-ms", metavar="MS", help="With --demo: latency."
     ),
+    demo_rate_limit: str | None = typer.Option(
+        None, "--demo-rate-limit", metavar="R", help="With --demo: answer 429 above R requests/s."
+    ),
     fail_rate: str | None = typer.Option(
         None, "--fail-rate", metavar="F", help="With --demo: share of requests to fail (0 to 1)."
     ),
@@ -181,13 +190,21 @@ def backfill(
     def run() -> int:
         demo_options = (
             _demo_options(
-                demo_securities, demo_seed, demo_latency_ms, fail_rate, faults, prefix="--demo-"
+                demo_securities,
+                demo_seed,
+                demo_latency_ms,
+                demo_rate_limit,
+                fail_rate,
+                faults,
+                prefix="--demo-",
             )
             if demo
             else None
         )
-        if not demo and (fail_rate is not None or faults is not None):
-            raise UsageError("--fail-rate and --faults go with --demo (or ntx demo serve)")
+        if not demo and (fail_rate, faults, demo_rate_limit) != (None, None, None):
+            raise UsageError(
+                "--fail-rate, --faults and --demo-rate-limit go with --demo (or ntx demo serve)"
+            )
         settings = resolve_backfill(
             datasets={
                 "companies": companies,
@@ -202,6 +219,7 @@ def backfill(
             end=end,
             workers=workers,
             sleep=sleep,
+            rate=rate,
             timeout=timeout,
             retries=retries,
             busy_timeout=busy_timeout,
@@ -289,6 +307,9 @@ def demo_serve(
     latency_ms: str = typer.Option(
         "40", "--latency-ms", metavar="MS", help="Delay of every answer."
     ),
+    rate_limit: str | None = typer.Option(
+        None, "--rate-limit", metavar="R", help="Answer 429 to requests above R per second."
+    ),
     fail_rate: str | None = typer.Option(
         None, "--fail-rate", metavar="F", help="Share of requests to fail (0 to 1) [default: 0]."
     ),
@@ -300,7 +321,9 @@ def demo_serve(
 
     def run() -> None:
         port_number = _int_flag("--port", port, 0, 65535)
-        options = _demo_options(securities, seed, latency_ms, fail_rate, faults, prefix="--")
+        options = _demo_options(
+            securities, seed, latency_ms, rate_limit, fail_rate, faults, prefix="--"
+        )
         app_ = build_demo_app(options)
         market = app_.market
         if not is_loopback(host):
@@ -317,9 +340,11 @@ def demo_serve(
                     )
                 )
                 faulty = ""
+                if options.rate_limit:
+                    faulty += f", limited to {options.rate_limit:g} requests/s"
                 if options.fail_rate > 0:
                     kinds = ",".join(options.faults) or "all faults"
-                    faulty = f", failing {options.fail_rate:.0%} of requests ({kinds})"
+                    faulty += f", failing {options.fail_rate:.0%} of requests ({kinds})"
                 equities = sum(
                     1
                     for s in market.securities
@@ -361,6 +386,7 @@ def _demo_options(
     securities: str,
     seed: str,
     latency_ms: str,
+    rate_limit: str | None,
     fail_rate: str | None,
     faults: str | None,
     *,
@@ -368,7 +394,7 @@ def _demo_options(
 ) -> DemoOptions:
     """The demo market's flags (`--securities` or `--demo-securities`, ...), validated."""
     from ntx.demo.faults import parse_faults
-    from ntx.settings import DemoOptions, parse_fail_rate, parse_milliseconds
+    from ntx.settings import DemoOptions, parse_fail_rate, parse_milliseconds, parse_rate
 
     try:
         kinds = parse_faults(faults) if faults is not None else ()
@@ -378,6 +404,9 @@ def _demo_options(
         securities=_int_flag(f"{prefix}securities", securities, 1),
         seed=_int_flag(f"{prefix}seed", seed, 0),
         latency_ms=parse_milliseconds(latency_ms, f"{prefix}latency-ms"),
+        rate_limit=(
+            parse_rate(rate_limit, f"{prefix}rate-limit") if rate_limit is not None else None
+        ),
         fail_rate=parse_fail_rate(fail_rate, "--fail-rate") if fail_rate is not None else 0.0,
         faults=kinds,
     )

@@ -18,6 +18,13 @@ class RunStarted:
     db_path: Path
     workers: int
     sleep: float
+    rate: float | None = None
+
+    @property
+    def pacing(self) -> str:
+        """`5 workers, 0.2 s throttle` (and `, at most 10 requests/s` with --rate)."""
+        text = f"{self.workers} workers, {self.sleep:g} s throttle"
+        return text + (f", at most {self.rate:g} requests/s" if self.rate else "")
 
 
 @dataclass(frozen=True)

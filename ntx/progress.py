@@ -240,10 +240,7 @@ class PlainRenderer:
             case JobStarted():
                 if event.dataset not in self._headed and tracker.run is not None:
                     self._headed.add(event.dataset)
-                    self._print(
-                        f"=== Backfilling {event.dataset} ({tracker.run.workers} workers,"
-                        f" {tracker.run.sleep:g} s throttle) ==="
-                    )
+                    self._print(f"=== Backfilling {event.dataset} ({tracker.run.pacing}) ===")
                 self._print(f"{tag} {event.label} fetching{_ranges(event.ranges)}...")
             case JobFinished():
                 if event.skipped:
@@ -317,7 +314,7 @@ class RichRenderer:
         if isinstance(event, RunStarted):
             self._console.print(
                 f"[bold]ntx[/] backfilling from {event.source} into {event.db_path}"
-                f" ({event.workers} workers, {event.sleep:g} s throttle)"
+                f" ({event.pacing})"
             )
         elif isinstance(event, Resumed):
             self._console.print(resumed_line(event), highlight=False)

@@ -28,6 +28,7 @@ MAX_WORKERS = 512
 TUNABLE = (
     "workers",
     "sleep",
+    "rate",
     "timeout",
     "retries",
     "busy_timeout",
@@ -50,6 +51,16 @@ def parse_workers(value: Any, where: str) -> int:
         number = 0
     if not 1 <= number <= MAX_WORKERS or isinstance(value, float | bool):
         raise UsageError(f"{where} must be a whole number from 1 to {MAX_WORKERS}, got {value!r}")
+    return number
+
+
+def parse_rate(value: Any, where: str) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0 or isinstance(value, bool):
+        raise UsageError(f"{where} must be a number of requests per second > 0, got {value!r}")
     return number
 
 
@@ -205,6 +216,7 @@ class DemoOptions:
     securities: int = 600
     seed: int = 1
     latency_ms: float = 40.0
+    rate_limit: float | None = None  # requests per second the demo allows; more get 429
     fail_rate: float = 0.0
     faults: tuple[str, ...] = ()  # empty: every kind of fault
 
@@ -218,6 +230,7 @@ class BackfillSettings:
     today: date
     workers: int
     sleep: float
+    rate: float | None
     timeout: float
     retries: int
     busy_timeout: float
@@ -240,6 +253,7 @@ def resolve_backfill(
     workers: str | None,
     sleep: str | None,
     timeout: str | None,
+    rate: str | None = None,
     retries: str | None,
     force: bool,
     busy_timeout: str | None = None,
@@ -296,6 +310,7 @@ def resolve_backfill(
         today=today,
         workers=layers.pick("workers", workers, parse_workers, 5),
         sleep=layers.pick("sleep", sleep, parse_sleep, 0.2),
+        rate=layers.pick("rate", rate, parse_rate, None),
         timeout=layers.pick("timeout", timeout, parse_timeout, 30.0),
         retries=layers.pick("retries", retries, parse_retries, 5),
         busy_timeout=layers.pick("busy_timeout", busy_timeout, parse_sleep, 10.0),

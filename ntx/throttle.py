@@ -26,13 +26,46 @@ class RequestGate(Protocol):
     def retried(self) -> None: ...
 
 
-class Throttle:
-    """The gate shared by all workers of a run; also counts requests and concurrency."""
+class TokenBucket:
+    """`rate` requests per second with bursts of up to `burst` (GCRA, first come first served).
 
-    def __init__(self, sleep: float) -> None:
+    `take()` waits for the caller's turn; `wait_needed()` says how long a request would have to
+    wait without taking a turn (a server uses it to refuse with 429 instead).
+    """
+
+    def __init__(self, rate: float, burst: int = 1) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
+        self.rate = rate
+        self._interval = 1.0 / rate
+        self._tolerance = (burst - 1) * self._interval
+        self._next = -math.inf  # when the next request is due, at the steady rate
+
+    def wait_needed(self, now: float) -> float:
+        return max(0.0, max(self._next, now) - self._tolerance - now)
+
+    def admit(self, now: float) -> None:
+        """Count one request at `now` (after `wait_needed(now)` said 0, or after waiting)."""
+        self._next = max(self._next, now) + self._interval
+
+    async def take(self) -> None:
+        now = trio.current_time()
+        start = now + self.wait_needed(now)
+        self.admit(now)  # the turn is reserved before waiting: callers are served in order
+        await trio.sleep_until(start)
+
+
+class Throttle:
+    """The gate shared by all workers of a run; also counts requests and concurrency.
+
+    With a `bucket` (`--rate`), requests also keep to its rate, across all workers.
+    """
+
+    def __init__(self, sleep: float, bucket: TokenBucket | None = None) -> None:
         if sleep < 0:
             raise ValueError("sleep must not be negative")
         self.sleep = sleep
+        self.bucket = bucket
         self.requests = 0
         self.retries = 0
         self.in_flight = 0
@@ -52,8 +85,13 @@ class Throttle:
 
     @asynccontextmanager
     async def request(self) -> AsyncIterator[None]:
-        while self.paused:  # a pause may be extended while we wait
-            await trio.sleep_until(self.resume_at)
+        while True:
+            while self.paused:  # a pause may be extended while we wait
+                await trio.sleep_until(self.resume_at)
+            if self.bucket is not None:
+                await self.bucket.take()
+            if not self.paused:  # no pause began while we waited for our turn
+                break
         self.requests += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

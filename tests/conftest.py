@@ -20,10 +20,10 @@ def start_demo(nursery: trio.Nursery) -> Callable[..., object]:
     """
 
     async def start(
-        securities: int = 30, seed: int = 7, latency: float = 0.0
+        securities: int = 30, seed: int = 7, latency: float = 0.0, rate_limit: float | None = None
     ) -> tuple[str, RecordingApp]:
         market = Market(seed=seed, securities=securities, today=TODAY)
-        recorder = RecordingApp(DemoApp(market, latency=latency))
+        recorder = RecordingApp(DemoApp(market, latency=latency, rate_limit=rate_limit))
         url = await nursery.start(partial(serve, recorder))  # type: ignore[arg-type]
         return url, recorder
 

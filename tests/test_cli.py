@@ -82,10 +82,9 @@ BAD_FLAGS = [
     (["--fail-rate", "2"], "--fail-rate must be a number from 0 to 1"),
     (["--faults", "429,boom"], "--faults: unknown fault 'boom'"),
     (["--retries", "-1"], "--retries must be a whole number from 0 to 100"),
-    (
-        ["--api", "http://127.0.0.1:9", "--fail-rate", "0.1"],
-        "--fail-rate and --faults go with --demo",
-    ),
+    (["--api", "http://127.0.0.1:9", "--fail-rate", "0.1"], "--faults and --demo-rate-limit go"),
+    (["--rate", "0"], "--rate must be a number of requests per second > 0"),
+    (["--demo-rate-limit", "-4"], "--demo-rate-limit must be a number of requests per second"),
 ]
 
 

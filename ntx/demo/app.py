@@ -7,6 +7,7 @@ per request slept on trio's clock. Page size is capped at 500 like the real exch
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -17,6 +18,7 @@ import trio
 
 from ntx.demo.market import Market
 from ntx.model import DateRange
+from ntx.throttle import TokenBucket
 
 MAX_PAGE_SIZE = 500
 
@@ -31,12 +33,22 @@ class BadRequest(Exception):
 
 
 class DemoApp:
-    """Serves `market`; every answer is delayed by `latency` seconds."""
+    """Serves `market`; every answer is delayed by `latency` seconds.
 
-    def __init__(self, market: Market, latency: float = 0.04) -> None:
+    With a `rate_limit`, requests above that many per second (bursts of about one second's
+    worth) are answered 429 with a `Retry-After`, like a real rate-limited API.
+    """
+
+    def __init__(
+        self, market: Market, latency: float = 0.04, rate_limit: float | None = None
+    ) -> None:
         self.market = market
         self.latency = latency
         self.requests = 0
+        self.limited = 0
+        self._bucket = (
+            TokenBucket(rate_limit, burst=max(1, round(rate_limit))) if rate_limit else None
+        )
         self._routes: list[tuple[re.Pattern[str], Callable[..., Any]]] = [
             (re.compile(r"/api/nots/company/list"), self._companies),
             (re.compile(r"/api/nots/security"), self._securities),
@@ -53,6 +65,17 @@ class DemoApp:
         if scope["type"] != "http":
             return
         self.requests += 1
+        if self._bucket is not None:
+            wait = self._bucket.wait_needed(trio.current_time())
+            if wait > 0:
+                self.limited += 1
+                await trio.sleep(self.latency)
+                retry_after = str(max(1, math.ceil(wait))).encode()
+                await send_json(
+                    send, 429, b'{"message":"Too Many Requests"}', [(b"retry-after", retry_after)]
+                )
+                return
+            self._bucket.admit(trio.current_time())
         await trio.sleep(self.latency)
         status, body = self.answer(scope["method"], scope["path"], scope.get("query_string", b""))
         await send_json(send, status, encode(body))

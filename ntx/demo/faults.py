@@ -125,7 +125,8 @@ class FaultyApp:
 
 def build_demo_app(options: DemoOptions, today: date | None = None) -> DemoApp | FaultyApp:
     """The demo exchange of `ntx demo serve` and `ntx backfill --demo` alike."""
-    app = DemoApp(Market(options.seed, options.securities, today=today), options.latency_ms / 1000)
+    market = Market(options.seed, options.securities, today=today)
+    app = DemoApp(market, options.latency_ms / 1000, options.rate_limit)
     if options.fail_rate <= 0:
         return app
     return FaultyApp(app, options.fail_rate, options.faults or FAULTS, seed=options.seed)

@@ -1,0 +1,94 @@
+"""--rate: one token bucket for all workers; and the demo's own rate limit (429 above it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from ntx.model import DateRange
+from ntx.throttle import Throttle, TokenBucket
+from tests.helpers import (
+    TODAY,
+    backfill_args,
+    default_universe,
+    expected_tables,
+    run_ntx_async,
+    table,
+)
+
+
+@pytest.fixture
+def mock_clock() -> MockClock:
+    return MockClock(autojump_threshold=0)
+
+
+async def test_bucket_keeps_the_rate_after_a_burst_of_workers(mock_clock: MockClock) -> None:
+    rate, workers, per_worker = 10.0, 8, 25
+    throttle = Throttle(0.0, TokenBucket(rate, burst=workers))
+    starts: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            async with throttle.request():
+                starts.append(trio.current_time())
+                await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(workers):
+            nursery.start_soon(worker)
+    starts.sort()
+    # GCRA: the k-th request may start at (k - burst + 1) / rate, and does, exactly
+    assert starts == pytest.approx([max(0.0, (k - workers + 1) / rate) for k in range(len(starts))])
+    for first in range(len(starts)):
+        in_one_second = sum(1 for t in starts[first:] if t < starts[first] + 1.0)
+        assert in_one_second <= rate + workers
+
+
+async def test_rate_composes_with_workers_and_sleep(mock_clock: MockClock) -> None:
+    """The slower of the two bounds wins: here workers / (latency + sleep) = 2/s < rate."""
+    throttle = Throttle(0.4, TokenBucket(50.0, burst=1))
+    starts: list[float] = []
+    async with throttle.request():
+        starts.append(trio.current_time())
+        await trio.sleep(0.1)
+    async with throttle.request():
+        starts.append(trio.current_time())
+    assert starts == [0.0, 0.5]
+
+
+async def test_demo_rate_limit_answers_429_and_rate_keeps_under_it(
+    start_demo: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, recorder = await start_demo(securities=40, rate_limit=20)
+    market = recorder.app.market
+    dates = ("--from", "2026-01-01", "--to", "2026-06-30")
+    eager = await run_ntx_async(
+        *backfill_args(url, tmp_path / "eager.db", *dates, "--workers", "16")
+    )
+    assert eager.returncode == 0, eager.stdout
+    refused = [s for s in recorder.seen if s.status == 429]
+    assert refused  # 16 unthrottled workers go over 20/s...
+    expected = expected_tables(market, DateRange(date(2026, 1, 1), TODAY), default_universe(market))
+    for name in expected:
+        assert table(tmp_path / "eager.db", name) == expected[name]  # ...and still get every row
+
+    recorder.seen.clear()
+    polite = await run_ntx_async(
+        *backfill_args(url, tmp_path / "polite.db", *dates, "--workers", "16", "--rate", "15")
+    )
+    assert polite.returncode == 0
+    assert "at most 15 requests/s" in polite.stdout
+    assert [s.status for s in recorder.seen if s.status == 429] == []
+    universe = default_universe(market)
+    assert len(recorder.seen) == 2 + 4 * len(universe)  # lists, then 4 datasets x 1 request
+    starts = sorted(s.started for s in recorder.seen)
+    after_burst = starts[16:]  # the bucket lets `workers` go at once, then 15 per second
+    assert (len(after_burst) - 1) / (after_burst[-1] - after_burst[0]) <= 15 * 1.02
+    for name in expected:
+        assert table(tmp_path / "polite.db", name) == expected[name]
