@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -272,7 +273,9 @@ class PlainRenderer:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, DateRange | Path):
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {value!r}")
 

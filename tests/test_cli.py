@@ -222,6 +222,9 @@ def test_json_progress_is_one_object_per_line(tmp_path: Path) -> None:
         "--sleep",
         "0",
         "--ownership",
+        "--prices",
+        "--from",
+        "2026-01-01",
         "--progress",
         "json",
         "--db",
@@ -233,6 +236,8 @@ def test_json_progress_is_one_object_per_line(tmp_path: Path) -> None:
     assert events[-1]["exit_code"] == 0
     finished = [e for e in events if e["event"] == "job_finished" and e["dataset"] == "ownership"]
     assert finished and all(e["error"] is None and e["rows"] == 1 for e in finished)
+    prices = [e for e in events if e["event"] == "job_started" and e["dataset"] == "prices"]
+    assert prices and prices[0]["ranges"][0]["start"] == "2026-01-01"
 
 
 def test_settings_come_from_env_and_config_but_flags_win(tmp_path: Path) -> None:
