@@ -1,0 +1,342 @@
+"""ntx's benchmark: real `ntx backfill` processes against the demo exchange in its own
+process, one table of figures, each a ratio measured in this one run (the machine is shared
+and noisy: compare figures of one run, not across runs).
+
+    .venv/bin/python bench/run.py            # the full table (a few minutes)
+    .venv/bin/python bench/run.py --quick    # smaller runs, same figures, rougher
+
+Not part of bin/test: it measures, it does not pass or fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ntx.datasets import PRICES  # noqa: E402
+from ntx.demo.market import Market  # noqa: E402
+from ntx.model import DateRange, Job, JobResult, Security  # noqa: E402
+from ntx.store import Store  # noqa: E402
+
+PYTHON = sys.executable
+PAST = ("--from", "2024-01-01", "--to", "2025-06-30")  # fixed: a re-run has nothing new to find
+
+
+@dataclass
+class Run:
+    """One `ntx backfill` process: its summary, wall time, CPU seconds and peak memory."""
+
+    summary: dict[str, Any]
+    wall: float
+    cpu: float
+    peak_rss_mb: float
+
+
+class Demo:
+    """`ntx demo serve` in its own process, so its CPU is not the client's."""
+
+    def __init__(self, securities: int, latency_ms: float, rate_limit: float | None = None) -> None:
+        args = [
+            PYTHON,
+            "-m",
+            "ntx",
+            "demo",
+            "serve",
+            "--port",
+            "0",
+            "--securities",
+            str(securities),
+            "--latency-ms",
+            str(latency_ms),
+        ]
+        if rate_limit:
+            args += ["--rate-limit", str(rate_limit)]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        if not match:
+            raise SystemExit(f"the demo exchange did not start: {line!r}")
+        self.url = match.group(1)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def backfill(url: str, db: Path, *args: str) -> Run:
+    """Run one backfill; `os.wait4` gives exactly this process's CPU time and peak RSS."""
+    command = [
+        PYTHON,
+        "-m",
+        "ntx",
+        "backfill",
+        "--api",
+        url,
+        "--db",
+        str(db),
+        "--progress",
+        "json",
+        *args,
+    ]
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    peak = PeakMemory(proc.pid)
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    peak.stop()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"backfill failed ({proc.returncode}): {err.decode()[-500:]}")
+    summary = json.loads(out.decode().strip().splitlines()[-1])["summary"]
+    return Run(summary, wall, usage.ru_utime + usage.ru_stime, peak.mb)
+
+
+class PeakMemory:
+    """Samples a process's VmHWM until it ends. (Not ru_maxrss: that survives exec, so a
+    child would report this benchmark's own memory, which it had when it was forked.)"""
+
+    def __init__(self, pid: int) -> None:
+        self._path = Path(f"/proc/{pid}/status")
+        self._done = threading.Event()
+        self.kb = 0
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            try:
+                for line in self._path.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.kb = max(self.kb, int(line.split()[1]))
+            except OSError:
+                return
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> float:
+        return self.kb / 1024
+
+
+def requests_per_second(run: Run) -> float:
+    return run.summary["requests"] / run.summary["elapsed"]
+
+
+def throughput(
+    workers: int, sleep: float, latency_ms: float, securities: int, tmp: Path
+) -> tuple[float, Run]:
+    demo = Demo(securities, latency_ms)
+    try:
+        run = backfill(
+            demo.url,
+            tmp / f"t{workers}.db",
+            "--workers",
+            str(workers),
+            "--sleep",
+            str(sleep),
+            "--reports",
+            "--dividends",
+            "--ownership",
+            "--all-instruments",
+        )
+    finally:
+        demo.close()
+    bound = workers / (latency_ms / 1000 + sleep)
+    return requests_per_second(run) / bound, run
+
+
+def writer_ratio(rows_wanted: int, tmp: Path) -> tuple[float, int]:
+    """Rows/s of ntx's writer path (Store.apply, 2,000-row flushes) over plain executemany."""
+    market = Market(seed=1, securities=400, today=date(2026, 6, 30))
+    period = DateRange(date(2015, 1, 1), date(2026, 6, 30))
+    results: list[JobResult] = []
+    total = 0
+    for sec in market.listed():
+        rows = market.expected_prices(sec.security_id, period)
+        results.append(
+            JobResult(Job("prices", Security(sec.security_id, sec.symbol), (period,)), rows)
+        )
+        total += len(rows)
+        if total >= rows_wanted:
+            break
+    store = Store.open(tmp / "writer.db")
+    run_id = store.begin_run("bench", "bench", ["prices"])
+    started = time.perf_counter()
+    batch: list[JobResult] = []
+    pending = 0
+    for result in results:
+        batch.append(result)
+        pending += len(result.rows)
+        if pending >= 2000:
+            store.apply(run_id, batch)
+            batch, pending = [], 0
+    store.apply(run_id, batch)
+    ntx_seconds = time.perf_counter() - started
+    store.close()
+
+    Store.open(tmp / "plain.db").close()  # the same schema
+    conn = sqlite3.connect(tmp / "plain.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    columns = ", ".join(PRICES.columns)
+    sql = f"INSERT INTO prices ({columns}) VALUES ({', '.join('?' for _ in PRICES.columns)})"
+    started = time.perf_counter()
+    rows = [row for result in results for row in result.rows]
+    for start in range(0, len(rows), 2000):
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows[start : start + 2000])
+        conn.execute("COMMIT")
+    plain_seconds = time.perf_counter() - started
+    conn.close()
+    return (total / ntx_seconds) / (total / plain_seconds), total
+
+
+def rerun(tmp: Path, securities: int) -> dict[str, Any]:
+    demo = Demo(securities, 0)
+    try:
+        db = tmp / "rerun.db"
+        backfill(demo.url, db, "--workers", "8", "--sleep", "0", *PAST)
+        second = backfill(demo.url, db, "--workers", "8", "--sleep", "0", *PAST)
+    finally:
+        demo.close()
+    datasets = second.summary["datasets"]
+    rewritten = sum(d["rows"]["new"] + d["rows"]["updated"] for d in datasets.values())
+    securities_done = datasets["ownership"]["done"]
+    return {
+        "requests": second.summary["requests"],
+        "price requests": datasets["prices"]["requests"],
+        "securities": securities_done,
+        "rewritten": rewritten,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs: faster, rougher")
+    options = parser.parse_args()
+    small, large = (300, 4000) if options.quick else (600, 20000)
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        print("measuring throughput at N=5 S=0.2 L=50ms ...", file=sys.stderr)
+        ratio_a, run_a = throughput(5, 0.2, 50, small, tmp)
+        rows.append(
+            (
+                "throughput ratio, N=5 S=0.2 L=50ms",
+                f"{ratio_a:.3f}",
+                ">= 0.97",
+                _met(ratio_a >= 0.97),
+            )
+        )
+        cpu = run_a.cpu / run_a.summary["requests"] * 1000
+        print("measuring throughput at N=16 S=0 L=20ms ...", file=sys.stderr)
+        ratio_b, run_b = throughput(16, 0.0, 20, small, tmp)
+        rows.append(
+            (
+                "throughput ratio, N=16 S=0 L=20ms",
+                f"{ratio_b:.3f}",
+                ">= 0.97",
+                _met(ratio_b >= 0.97),
+            )
+        )
+        rows.append(
+            ("client CPU per request (N=5 run)", f"{cpu:.2f} ms", "<= 1 ms", _met(cpu <= 1))
+        )
+        cpu_b = run_b.cpu / run_b.summary["requests"] * 1000
+        rows.append(
+            ("client CPU per request (N=16 run)", f"{cpu_b:.2f} ms", "<= 1 ms", _met(cpu_b <= 1))
+        )
+        print("measuring the writer ...", file=sys.stderr)
+        ratio_w, count = writer_ratio(100_000 if options.quick else 300_000, tmp)
+        rows.append(
+            (
+                f"writer ratio ({count:,} price rows)",
+                f"{ratio_w:.3f}",
+                ">= 0.8",
+                _met(ratio_w >= 0.8),
+            )
+        )
+        print(f"measuring memory at {small:,} and {large:,} securities ...", file=sys.stderr)
+        peaks = []
+        for size in (small, large):
+            demo = Demo(size, 0)
+            try:
+                run = backfill(
+                    demo.url, tmp / f"m{size}.db", "--ownership", "--workers", "16", "--sleep", "0"
+                )
+                peaks.append(run.peak_rss_mb)
+            finally:
+                demo.close()
+        growth = peaks[1] / peaks[0]
+        rows.append(
+            (
+                f"memory growth, peak RSS {large:,} / {small:,} securities",
+                f"{growth:.2f} ({peaks[1]:.0f} / {peaks[0]:.0f} MB)",
+                "<= 1.3",
+                _met(growth <= 1.3),
+            )
+        )
+        print("measuring an incremental re-run ...", file=sys.stderr)
+        again = rerun(tmp, 200 if options.quick else small)
+        per_security = again["price requests"] / max(1, again["securities"])
+        rows.append(
+            (
+                "re-run of a complete database: price requests per security",
+                f"{per_security:.2f}",
+                "<= 1",
+                _met(per_security <= 1),
+            )
+        )
+        rows.append(
+            (
+                "re-run of a complete database: rows rewritten",
+                f"{again['rewritten']:,}",
+                "0",
+                _met(again["rewritten"] == 0),
+            )
+        )
+        rows.append(
+            (
+                "adaptive (--sleep auto) at R = 8 and R = 60",
+                "not built yet",
+                "<= 1.15 x, <= 2% 429",
+                "-",
+            )
+        )
+    widths = [
+        max(len(r[i]) for r in [("figure", "value", "target", "met"), *rows]) for i in range(4)
+    ]
+    for row in [("figure", "value", "target", "met"), tuple("-" * w for w in widths), *rows]:
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+if __name__ == "__main__":
+    main()
