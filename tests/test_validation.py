@@ -14,7 +14,7 @@ import pytest
 
 from ntx.datasets import PRICES
 from ntx.model import DateRange, Job, Security
-from tests.helpers import TODAY, default_universe, run_ntx_async, table
+from tests.helpers import TODAY, backfill_args, default_universe, run_ntx_async, table
 
 
 def spoil_history(body: dict[str, Any]) -> dict[str, Any]:
@@ -40,24 +40,8 @@ async def test_invalid_rows_are_refused_and_logged_the_rest_stored(
 
     recorder.rewrite[f"/api/nots/security/{second}"] = spoil_ownership
     db = tmp_path / "v.db"
-    args = [
-        "backfill",
-        "--api",
-        url,
-        "--db",
-        str(db),
-        "--sleep",
-        "0",
-        "--prices",
-        "--ownership",
-        "--from",
-        "2026-01-01",
-        "--to",
-        "2026-06-30",
-        "--progress",
-        "plain",
-    ]
-    result = await run_ntx_async(*args)
+    dates = ("--from", "2026-01-01", "--to", "2026-06-30")
+    result = await run_ntx_async(*backfill_args(url, db, "--prices", "--ownership", *dates))
     assert result.returncode == 0, result.stdout
     assert "Prices: " in result.stdout and "4 invalid rows refused" in result.stdout
     assert "Ownership: " in result.stdout and "1 invalid row refused" in result.stdout
