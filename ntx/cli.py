@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ntx.settings import DemoOptions
 
 T = TypeVar("T")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a pipe's writer
 DB_HELP = "The database [default: ntx.db; NTX_DB]."
 FAULTS_HELP = "Faults to inject: 429,5xx,reset,truncated,malformed,stall [default: all]."
 
@@ -51,6 +52,10 @@ def _guarded(action: Callable[[], T]) -> T:
         if isinstance(exc, typer.Exit | SystemExit):
             raise
         error = reportable(exc)
+        if isinstance(error, BrokenPipeError):
+            # The reader went away (`ntx status | head`): stop quietly, as Unix tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         if isinstance(error, KeyboardInterrupt):
             typer.echo("ntx: interrupted", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -318,9 +323,10 @@ def demo_serve(
     """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
     from ntx.demo.faults import build_demo_app
     from ntx.demo.server import is_loopback, serve
+    from ntx.settings import whole_number
 
     def run() -> None:
-        port_number = _int_flag("--port", port, 0, 65535)
+        port_number = whole_number(port, "--port", 0, 65535)
         options = _demo_options(
             securities, seed, latency_ms, rate_limit, fail_rate, faults, prefix="--"
         )
@@ -371,17 +377,6 @@ def demo_serve(
     _guarded(run)
 
 
-def _int_flag(flag: str, value: str, low: int, high: int | None = None) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = low - 1
-    if number < low or (high is not None and number > high):
-        upper = f" to {high}" if high is not None else " or more"
-        raise UsageError(f"{flag} must be a whole number from {low}{upper}, got {value!r}")
-    return number
-
-
 def _demo_options(
     securities: str,
     seed: str,
@@ -394,15 +389,21 @@ def _demo_options(
 ) -> DemoOptions:
     """The demo market's flags (`--securities` or `--demo-securities`, ...), validated."""
     from ntx.demo.faults import parse_faults
-    from ntx.settings import DemoOptions, parse_fail_rate, parse_milliseconds, parse_rate
+    from ntx.settings import (
+        DemoOptions,
+        parse_fail_rate,
+        parse_milliseconds,
+        parse_rate,
+        whole_number,
+    )
 
     try:
         kinds = parse_faults(faults) if faults is not None else ()
     except ValueError as exc:
         raise UsageError(f"--faults: {exc}") from None
     return DemoOptions(
-        securities=_int_flag(f"{prefix}securities", securities, 1),
-        seed=_int_flag(f"{prefix}seed", seed, 0),
+        securities=whole_number(securities, f"{prefix}securities", 1),
+        seed=whole_number(seed, f"{prefix}seed", 0),
         latency_ms=parse_milliseconds(latency_ms, f"{prefix}latency-ms"),
         rate_limit=(
             parse_rate(rate_limit, f"{prefix}rate-limit") if rate_limit is not None else None

@@ -44,34 +44,25 @@ PROGRESS_MODES = ("auto", "rich", "plain", "json")
 # ------------------------------------------------------------------ parsers: (value, where) -> T
 
 
-def parse_workers(value: Any, where: str) -> int:
+def whole_number(value: Any, where: str, low: int, high: int | None = None) -> int:
+    """An integer from `low` to `high` (no upper bound when None), or `UsageError`."""
     try:
         number = int(str(value).strip())
+        valid = not isinstance(value, float | bool)
     except ValueError:
-        number = 0
-    if not 1 <= number <= MAX_WORKERS or isinstance(value, float | bool):
-        raise UsageError(f"{where} must be a whole number from 1 to {MAX_WORKERS}, got {value!r}")
+        number, valid = low, False
+    if not valid or number < low or (high is not None and number > high):
+        upper = f" to {high}" if high is not None else " or more"
+        raise UsageError(f"{where} must be a whole number from {low}{upper}, got {value!r}")
     return number
 
 
-def parse_rate(value: Any, where: str) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number <= 0 or isinstance(value, bool):
-        raise UsageError(f"{where} must be a number of requests per second > 0, got {value!r}")
-    return number
+def parse_workers(value: Any, where: str) -> int:
+    return whole_number(value, where, 1, MAX_WORKERS)
 
 
 def parse_retries(value: Any, where: str) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = -1
-    if not 0 <= number <= MAX_RETRIES or isinstance(value, float | bool):
-        raise UsageError(f"{where} must be a whole number from 0 to {MAX_RETRIES}, got {value!r}")
-    return number
+    return whole_number(value, where, 0, MAX_RETRIES)
 
 
 def _amount(value: Any, where: str, *, positive: bool, unit: str = "seconds") -> float:
@@ -100,6 +91,10 @@ def parse_timeout(value: Any, where: str) -> float:
 
 def parse_milliseconds(value: Any, where: str) -> float:
     return _amount(value, where, positive=False, unit="milliseconds")
+
+
+def parse_rate(value: Any, where: str) -> float:
+    return _amount(value, where, positive=True, unit="requests per second")
 
 
 def parse_date(value: Any, where: str) -> date:

@@ -387,3 +387,16 @@ def test_internal_errors_are_one_line_unless_debugging(tmp_path: Path) -> None:
         args, capture_output=True, text=True, env={**ntx_env(), "NTX_DEBUG": "1"}, timeout=60
     )
     assert "Traceback" in debug.stderr and debug.returncode == 1
+
+
+def test_a_reader_that_goes_away_stops_output_quietly(existing_db: Path) -> None:
+    """`ntx status | head`: when the pipe's reader is gone, stop quietly as Unix tools do.
+    (`true` exits without reading, so the pipe is always closed when ntx writes.)"""
+    script = (
+        f'"{sys.executable}" -m ntx status --db "{existing_db}" | true; echo "${{PIPESTATUS[0]}}"'
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=ntx_env(), timeout=60
+    )
+    assert result.stderr == ""  # no "internal error", no traceback
+    assert result.stdout.strip() == "141"  # 128 + SIGPIPE, as a shell reports a pipe's writer
