@@ -75,10 +75,11 @@ def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
         "force": settings.force,
     }
     only = None
-    key = json.dumps(plan, sort_keys=True)
+    key = None
     if settings.retry_failed:
         plan, only, last_id = _failed_of_last_run(settings)
         key = f"retry-failed:{last_id}"
+    plan_json = json.dumps(plan, sort_keys=True)
     return RunPlan(
         datasets=tuple(plan["datasets"]),
         db_path=settings.db,
@@ -89,9 +90,10 @@ def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
         all_instruments=plan["all_instruments"],
         force=plan["force"],
         command=command,
+        source_name=source_identity(settings),
         busy_timeout=settings.busy_timeout,
-        plan_key=key,
-        plan_json=json.dumps(plan, sort_keys=True),
+        plan_key=key or plan_json,  # runs of the same plan resume each other
+        plan_json=plan_json,
         only=only,
     )
 

@@ -133,7 +133,6 @@ class Engine:
             )
             if resumes is not None:
                 await self._events.send(Resumed(resumes, sum(len(ids) for ids in done.values())))
-            status = "failed"
             try:
                 await self._run_jobs(store, run_id, universe, lists_result, done)
                 if self.interrupted:

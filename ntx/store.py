@@ -144,7 +144,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-UNFINISHED = ("interrupted", "failed", "crashed")  # statuses a later run resumes
+# Statuses a later run resumes. `running` is among them: whoever starts a run holds the
+# database's lock, so a run still marked running belongs to a process that died.
+UNFINISHED = ("interrupted", "failed", "crashed", "running")
 LIST_LEVEL = 0  # ntx_coverage.security_id of a job that covers a whole list
 
 
@@ -249,10 +251,9 @@ class DatasetStatus:
 class Store:
     """An open ntx database. Not thread-safe: one owner at a time, as the engine guarantees."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool = False) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
-        self._readonly = readonly
         self._upserts = {name: _UpsertSql(spec) for name, spec in DATASETS.items()}
 
     # ------------------------------------------------------------ opening
@@ -283,7 +284,7 @@ class Store:
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            store = cls(conn, path, readonly=True)
+            store = cls(conn, path)
             if store.schema_version < SCHEMA_VERSION:
                 conn.close()
                 raise UsageError(f"--db {path}: older schema; any ntx backfill on it upgrades it")
@@ -336,8 +337,8 @@ class Store:
     ) -> int:
         """Record a new run. Runs left `running` by a process that died become `crashed`
         (the caller holds the database's lock, so none of them is really running)."""
-        self.mark_crashed()
         with self._transaction() as conn:
+            conn.execute("UPDATE ntx_runs SET status = 'crashed' WHERE status = 'running'")
             cursor = conn.execute(
                 "INSERT INTO ntx_runs (started_at, status, command, source, datasets,"
                 " plan_key, plan, resumes) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
@@ -352,7 +353,6 @@ class Store:
         If the latest run of that plan did not complete, the new run resumes it: every job
         recorded done by it, or by the runs it resumed in turn, is not fetched again.
         """
-        self.mark_crashed()
         row = self._conn.execute(
             "SELECT id, status FROM ntx_runs WHERE plan_key = ? ORDER BY id DESC LIMIT 1",
             (plan_key,),
@@ -374,12 +374,6 @@ class Store:
         for dataset, security_id in chain:
             done.setdefault(dataset, set()).add(security_id)
         return row[0], done
-
-    def mark_crashed(self) -> None:
-        """Runs still `running` belong to a dead process (the caller holds the lock)."""
-        if not self._readonly:
-            with self._transaction() as conn:
-                conn.execute("UPDATE ntx_runs SET status = 'crashed' WHERE status = 'running'")
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs, newest first."""

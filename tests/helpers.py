@@ -211,6 +211,19 @@ async def run_ntx_async(*args: str, cwd: Path | None = None) -> subprocess.Compl
     )
 
 
+def spawn_ntx(args: list[str], **popen: Any) -> subprocess.Popen[str]:
+    """`ntx ARGS` started as a subprocess with its output piped (the caller waits for it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ntx", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=ntx_env(),
+        **popen,
+    )
+
+
 def run_and_signal(
     args: list[str],
     *,
@@ -226,15 +239,7 @@ def run_and_signal(
     import re
     import time
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ntx", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=ntx_env(),
-        **popen,
-    )
+    proc = spawn_ntx(args, **popen)
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:

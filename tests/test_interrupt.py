@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import date
 from functools import partial
@@ -22,9 +20,9 @@ from tests.helpers import (
     backfill_args,
     default_universe,
     expected_tables,
-    ntx_env,
     run_and_signal,
     run_ntx_async,
+    spawn_ntx,
     table,
 )
 
@@ -159,14 +157,7 @@ async def test_one_backfill_per_database_and_a_crash_does_not_leave_it_locked(
     url, recorder = await start_demo(securities=60, latency=0.02)
     db = tmp_path / "l.db"
     args = slow_args(url, db)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "ntx", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=ntx_env(),
-    )
+    first = spawn_ntx(args)
 
     def wait_for_progress() -> None:  # in a thread: the server must keep serving meanwhile
         assert first.stdout is not None
@@ -251,5 +242,7 @@ async def test_runs_lists_history_and_shows_a_runs_failures(
     assert shown.returncode == 0
     assert f"failed  ownership  {victim.symbol}" in shown.stdout
     assert f"HTTP 400 from /api/nots/security/{victim.security_id}" in shown.stdout
+    with sqlite3.connect(db) as conn:  # each run records what it fetched from
+        assert conn.execute("SELECT source FROM ntx_runs").fetchall() == [(url,), (url,)]
     missing = await run_ntx_async("runs", "show", "99", "--db", str(db))
     assert missing.returncode == 2 and "no run 99" in missing.stderr
