@@ -70,7 +70,6 @@ async def run_printer(events: trio.MemoryReceiveChannel[Event], renderer: Render
 class _DatasetView:
     title: str
     jobs: int
-    up_to_date: int
     started: int = 0
     finished: int = 0
     failed: int = 0
@@ -115,9 +114,7 @@ class Tracker:
             case RunStarted():
                 self.run = event
             case DatasetPlanned():
-                self.datasets[event.dataset] = _DatasetView(
-                    event.title, event.jobs, event.up_to_date
-                )
+                self.datasets[event.dataset] = _DatasetView(event.title, event.jobs)
             case JobStarted():
                 view = self.datasets[event.dataset]
                 view.started += 1
@@ -250,7 +247,7 @@ class PlainRenderer:
                     outcome = f"FAILED: {event.error}"
                 else:
                     refused = f", {event.invalid:,} invalid" if event.invalid else ""
-                    outcome = f"done ({event.rows:,} records{refused})"
+                    outcome = f"done ({plural(event.rows, 'record')}{refused})"
                 if event.retries:
                     outcome += f" after {plural(event.retries, 'retry', 'retries')}"
                 self._print(f"{tag} {event.label} {outcome}")
