@@ -88,7 +88,11 @@ async def test_demo_rate_limit_answers_429_and_rate_keeps_under_it(
     universe = default_universe(market)
     assert len(recorder.seen) == 2 + 4 * len(universe)  # lists, then 4 datasets x 1 request
     starts = sorted(s.started for s in recorder.seen)
-    after_burst = starts[16:]  # the bucket lets `workers` go at once, then 15 per second
-    assert (len(after_burst) - 1) / (after_burst[-1] - after_burst[0]) <= 15 * 1.02
+    # The bucket's contract: by t seconds after the first request, at most burst + 15 t have
+    # started (burst = 16 workers). Seen from the server, one request may arrive a little
+    # early or late against the client's clock: allow that one.
+    for count, started in enumerate(starts, start=1):
+        assert count <= 16 + 15 * (started - starts[0]) + 1, (count, started - starts[0])
+    assert (starts[-1] - starts[0]) >= (len(starts) - 16 - 1) / 15  # and it did keep to it
     for name in expected:
         assert table(tmp_path / "polite.db", name) == expected[name]
