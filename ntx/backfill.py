@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from ntx.adaptive import MAX_AUTO_WORKERS, AutoPace
 from ntx.datasets import PER_SECURITY
 from ntx.demo.faults import build_demo_app
 from ntx.demo.server import serve
@@ -144,9 +145,14 @@ async def _run(
 ) -> RunSummary:
     bucket = TokenBucket(settings.rate, burst=settings.workers) if settings.rate else None
     throttle = Throttle(settings.sleep, bucket)
-    engine = Engine(plan, throttle, events)
+    limiter = trio.CapacityLimiter(settings.workers)
+    pace = AutoPace(limiter, throttle) if settings.auto_pace else None
+    throttle.observer = pace
+    engine = Engine(plan, throttle, events, limiter)
     async with trio.open_nursery() as services:
         await services.start(_watch_signals, engine)
+        if pace is not None:
+            services.start_soon(pace.run, events.send)
         if settings.demo is not None:
             app = build_demo_app(settings.demo, settings.today)
             base_url = await services.start(partial(serve, app))
@@ -165,15 +171,24 @@ async def _run(
             notify=announce_pause,
         )
         await events.send(
-            RunStarted(source_name, settings.db, settings.workers, settings.sleep, settings.rate)
+            RunStarted(
+                source_name,
+                settings.db,
+                settings.workers,
+                settings.sleep,
+                settings.rate,
+                auto=pace is not None,
+            )
         )
         client = open_client(
             base_url,
-            workers=settings.workers,
+            workers=max(settings.workers, MAX_AUTO_WORKERS) if pace else settings.workers,
             timeout=settings.timeout,
             verify=not settings.insecure,
         )
         async with client:
             summary = await engine.run(NepseSource(client, throttle, policy))
+        if pace is not None:
+            summary.advice = pace.advice(trio.current_time())
         services.cancel_scope.cancel()
     return summary

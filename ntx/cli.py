@@ -123,8 +123,9 @@ def backfill(
     sleep: str | None = typer.Option(
         None,
         "--sleep",
-        metavar="SECONDS",
-        help="Pause after every request, per worker [default: 0.2; NTX_SLEEP].",
+        metavar="SECONDS|auto",
+        help="Pause after every request, per worker; 'auto' finds the fastest pace the API"
+        " accepts, starting from --workers and 0.2 s [default: 0.2; NTX_SLEEP].",
     ),
     rate: str | None = typer.Option(
         None,

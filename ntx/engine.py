@@ -70,13 +70,19 @@ class Engine:
     """Runs one `RunPlan` against a source; see the module docstring for the shape."""
 
     def __init__(
-        self, plan: RunPlan, throttle: Throttle, events: trio.MemorySendChannel[Event]
+        self,
+        plan: RunPlan,
+        throttle: Throttle,
+        events: trio.MemorySendChannel[Event],
+        limiter: trio.CapacityLimiter | None = None,
     ) -> None:
+        """`limiter` admits the fetchers (one of `plan.workers` slots if not given); whoever
+        passes it in may change its `total_tokens` during the run (`--sleep auto` does)."""
         self.plan = plan
         self._source: Source | None = None
         self._throttle = throttle
         self._events = events
-        self._limiter = trio.CapacityLimiter(plan.workers)
+        self._limiter = limiter or trio.CapacityLimiter(plan.workers)
         self._totals = {
             name: DatasetTotals(name, DATASETS[name].title)
             for name in (COMPANIES.name, *plan.datasets)

@@ -19,11 +19,14 @@ class RunStarted:
     workers: int
     sleep: float
     rate: float | None = None
+    auto: bool = False  # --sleep auto: workers and sleep are where the pace starts
 
     @property
     def pacing(self) -> str:
         """`5 workers, 0.2 s throttle` (and `, at most 10 requests/s` with --rate)."""
         text = f"{self.workers} workers, {self.sleep:g} s throttle"
+        if self.auto:
+            text = f"auto pace from {text}"
         return text + (f", at most {self.rate:g} requests/s" if self.rate else "")
 
 
@@ -68,6 +71,30 @@ class Paused:
 
     seconds: float
     reason: str
+
+
+@dataclass(frozen=True)
+class Paced:
+    """`--sleep auto` set the knobs: `workers` slots, each sleeping `sleep` after a request."""
+
+    workers: int
+    sleep: float
+    target: float  # requests/s the knobs are set for
+    achieved: float  # healthy answers/s lately
+    reason: str  # "start", "faster", "429 or 503", "latency"
+    at: float = 0.0  # when, on trio's clock
+
+    @property
+    def flags(self) -> str:
+        """The pace as flags: `--workers 6 --sleep 0.05`."""
+        return f"--workers {self.workers} --sleep {round(self.sleep, 2):g}"
+
+    @property
+    def line(self) -> str:
+        return (
+            f"pace: {self.workers} workers, {self.sleep:.2f} s sleep,"
+            f" {self.target:.1f} requests/s targeted, {self.achieved:.1f}/s answered"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,6 +148,7 @@ class RunSummary:
     skips: list[Failure] = field(default_factory=list)
     interrupted: bool = False
     command: str = ""
+    advice: Paced | None = None  # --sleep auto: the pace to give as flags next time
 
     @property
     def rows_saved(self) -> int:
@@ -146,5 +174,6 @@ Event = (
     | JobFinished
     | RowsCommitted
     | Paused
+    | Paced
     | RunFinished
 )

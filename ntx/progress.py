@@ -26,6 +26,7 @@ from ntx.events import (
     Event,
     JobFinished,
     JobStarted,
+    Paced,
     Paused,
     Resumed,
     RowsCommitted,
@@ -99,6 +100,7 @@ class Tracker:
         self.started_at: float | None = None  # set by the first event, inside trio
         self.paused_until = 0.0
         self.pause_reason = ""
+        self.pace: Paced | None = None  # --sleep auto: the knobs as set now
 
     def handle(self, event: Event) -> str:
         """Update the counts; for a job event, return its "[dataset i/N]" tag."""
@@ -135,6 +137,8 @@ class Tracker:
             case Paused():
                 self.paused_until = max(self.paused_until, trio.current_time() + event.seconds)
                 self.pause_reason = event.reason
+            case Paced():
+                self.pace = event
         return tag
 
 
@@ -195,6 +199,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
         lines.append(
             "Retry just those with: ntx backfill --retry-failed (and your --api or --demo)"
         )
+    if summary.advice is not None:
+        lines.append(pace_line(summary.advice))
     lines.append(f"Database: {summary.db_path.resolve()}")
     if summary.interrupted:
         lines.append(
@@ -202,6 +208,24 @@ def summary_lines(summary: RunSummary) -> list[str]:
             f" Resume with: {summary.command}"
         )
     return lines
+
+
+def pace_line(advice: Paced) -> str:
+    """The summary's last word on `--sleep auto`: what was found, as flags for next time."""
+    if advice.reason == "refused":
+        return (
+            f"Pace: the API accepted {advice.achieved:.1f} requests/s;"
+            f" next time: {advice.flags} (or --sleep auto again)"
+        )
+    if advice.reason == "unsettled":
+        return (
+            "Pace: the API refused, but the run was too short to tell its limit;"
+            f" next time: --sleep auto again, or start from {advice.flags}"
+        )
+    return (
+        f"Pace: {advice.achieved:.1f} requests/s answered and the API never refused;"
+        f" next time: {advice.flags}, or --sleep auto again to go faster"
+    )
 
 
 def resumed_line(event: Resumed) -> str:
@@ -253,6 +277,8 @@ class PlainRenderer:
                 self._print(f"{tag} {event.label} {outcome}")
             case Paused():
                 self._print(f"ntx: every worker waits {event.seconds:.1f}s: {event.reason}")
+            case Paced() if event.reason != "faster":  # the climbs would be a line a tick
+                self._print(f"ntx: {event.line} ({event.reason})")
             case Resumed():
                 self._print(resumed_line(event))
             case RunFinished():
@@ -368,6 +394,8 @@ class RichRenderer:
             f" ({tracker.requests / elapsed if elapsed > 0 else 0.0:.1f}/s)",
             style="dim",
         )
+        if tracker.pace is not None:
+            overall.append(f"; {tracker.pace.line}")
         flying = [label for (_, label) in tracker.in_flight]
         line = Text("in flight: ", style="dim")
         line.append(" ".join(flying[:12]) + (" ..." if len(flying) > 12 else "") or "-")

@@ -38,6 +38,7 @@ TUNABLE = (
     "insecure",
 )
 MAX_RETRIES = 100
+DEFAULT_SLEEP = 0.2
 PROGRESS_MODES = ("auto", "rich", "plain", "json")
 
 
@@ -83,6 +84,21 @@ def _amount(value: Any, where: str, *, positive: bool, unit: str = "seconds") ->
 
 def parse_sleep(value: Any, where: str) -> float:
     return _amount(value, where, positive=False)
+
+
+AUTO = "auto"
+
+
+def parse_pace(value: Any, where: str) -> float | str:
+    """A sleep in seconds, or `auto` (`--sleep auto`: ntx finds the pace itself)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return _amount(value, where, positive=False)
+    except UsageError:
+        raise UsageError(
+            f"{where} must be a number of seconds >= 0, or 'auto', got {value!r}"
+        ) from None
 
 
 def parse_timeout(value: Any, where: str) -> float:
@@ -224,7 +240,7 @@ class BackfillSettings:
     period: DateRange
     today: date
     workers: int
-    sleep: float
+    sleep: float  # with auto_pace, where the pace starts
     rate: float | None
     timeout: float
     retries: int
@@ -236,6 +252,7 @@ class BackfillSettings:
     insecure: bool
     progress: str
     retry_failed: bool = False
+    auto_pace: bool = False  # --sleep auto
 
 
 def resolve_backfill(
@@ -297,6 +314,8 @@ def resolve_backfill(
             " or --demo to use the built-in demo exchange"
         )
     default_db = Path("ntx-demo.db" if demo is not None else "ntx.db")
+    default_pace: float | str = DEFAULT_SLEEP
+    pace = layers.pick("sleep", sleep, parse_pace, default_pace)
     return BackfillSettings(
         datasets=chosen,
         symbols=parse_symbols(symbols) if symbols is not None else (),
@@ -304,7 +323,8 @@ def resolve_backfill(
         period=DateRange(start_date, end_date),
         today=today,
         workers=layers.pick("workers", workers, parse_workers, 5),
-        sleep=layers.pick("sleep", sleep, parse_sleep, 0.2),
+        sleep=DEFAULT_SLEEP if pace == AUTO else float(pace),
+        auto_pace=pace == AUTO,
         rate=layers.pick("rate", rate, parse_rate, None),
         timeout=layers.pick("timeout", timeout, parse_timeout, 30.0),
         retries=layers.pick("retries", retries, parse_retries, 5),

@@ -4,8 +4,9 @@
 or failed) the calling task sleeps `sleep` seconds before it may do anything else; since the
 caller holds its worker slot all the while, `workers` slots give at most
 workers / (latency + sleep) requests per second. `pause_for()` holds back every worker's next
-request (after a 429, or while the circuit breaker cools down). All timing goes through
-trio's clock.
+request (after a 429, or while the circuit breaker cools down). An `observer` (the `--sleep
+auto` controller) is told how each request went and may change `sleep` between requests. All
+timing goes through trio's clock.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from enum import Enum
 from typing import Protocol
 
 import trio
+
+from ntx.errors import HttpStatusError
+
+CONGESTION_STATUSES = frozenset({429, 503})
 
 
 class RequestGate(Protocol):
@@ -24,6 +30,28 @@ class RequestGate(Protocol):
     def request(self) -> AbstractAsyncContextManager[None]: ...
 
     def retried(self) -> None: ...
+
+
+class Outcome(Enum):
+    """How one request went, as far as pacing is concerned."""
+
+    OK = "ok"  # answered 200 and read whole
+    CONGESTED = "congested"  # 429 or 503: the server asks for less
+    OTHER = "other"  # any other failure: says nothing about the pace
+
+    @classmethod
+    def of(cls, error: BaseException | None) -> Outcome:
+        if error is None:
+            return cls.OK
+        if isinstance(error, HttpStatusError) and error.status in CONGESTION_STATUSES:
+            return cls.CONGESTED
+        return cls.OTHER
+
+
+class Observer(Protocol):
+    """Told of every request's end: when it started, when it ended, and how it went."""
+
+    def answered(self, started: float, finished: float, outcome: Outcome) -> None: ...
 
 
 class TokenBucket:
@@ -61,11 +89,14 @@ class Throttle:
     With a `bucket` (`--rate`), requests also keep to its rate, across all workers.
     """
 
-    def __init__(self, sleep: float, bucket: TokenBucket | None = None) -> None:
+    def __init__(
+        self, sleep: float, bucket: TokenBucket | None = None, observer: Observer | None = None
+    ) -> None:
         if sleep < 0:
             raise ValueError("sleep must not be negative")
         self.sleep = sleep
         self.bucket = bucket
+        self.observer = observer
         self.requests = 0
         self.retries = 0
         self.in_flight = 0
@@ -95,10 +126,17 @@ class Throttle:
         self.requests += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        started = trio.current_time()
+        error: BaseException | None = None
         try:
             yield
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             self.in_flight -= 1
+            if self.observer is not None and not isinstance(error, trio.Cancelled):
+                self.observer.answered(started, trio.current_time(), Outcome.of(error))
             # After every request, failed or not, while the caller still holds its slot.
             await trio.sleep(self.sleep)
 

@@ -144,8 +144,10 @@ class NepseSource:
             except httpx.HTTPError as exc:
                 reason = str(exc) or type(exc).__name__
                 raise TransportError(f"{_describe(exc)} {self._url(path)} ({reason})") from exc
-        if response.status_code != 200:
-            raise HttpStatusError(response.status_code, path, response.headers.get("Retry-After"))
+            if response.status_code != 200:  # inside the gate, which paces by the status
+                raise HttpStatusError(
+                    response.status_code, path, response.headers.get("Retry-After")
+                )
         try:
             body = json.loads(response.content)
         except ValueError as exc:

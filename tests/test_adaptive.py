@@ -1,0 +1,301 @@
+"""--sleep auto under MockClock: the real engine, source, retry policy and store against a
+simulated server whose rate limit ntx is not told; and the controller's rules one by one."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from trio.testing import MockClock
+
+from ntx.adaptive import HEADROOM, AutoPace
+from ntx.demo.app import DemoApp
+from ntx.demo.market import Market
+from ntx.engine import Engine, RunPlan
+from ntx.errors import HttpStatusError
+from ntx.events import Event, Paced, RunSummary
+from ntx.model import DateRange
+from ntx.retry import RetryPolicy
+from ntx.settings import parse_pace
+from ntx.sources.nepse import NepseSource, open_client
+from ntx.throttle import Outcome, Throttle
+from tests.helpers import TODAY, default_universe, expected_tables, table
+
+DATASETS = ("reports", "dividends", "ownership")
+
+
+@pytest.fixture
+def mock_clock() -> MockClock:
+    return MockClock(autojump_threshold=0)
+
+
+class HiddenLimit:
+    """A server-side limit written apart from ntx's own bucket: `rate` tokens a second, at
+    most `rate` stored; a request finding no token is answered 429, Retry-After in seconds."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = 0.0
+        self.accepted: list[float] = []
+        self.refused = 0
+
+    def retry_after(self, now: float) -> int | None:
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.accepted.append(now)
+            return None
+        self.refused += 1
+        return max(1, math.ceil((1 - self.tokens) / self.rate))
+
+
+def limited_network(market: Market, limit: HiddenLimit, latency: float) -> httpx.MockTransport:
+    app = DemoApp(market, latency=0)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        wait = limit.retry_after(trio.current_time())
+        await trio.sleep(latency)
+        if wait is not None:
+            return httpx.Response(429, headers={"Retry-After": str(wait)}, json={})
+        status, body = app.answer(request.method, request.url.path, request.url.query)
+        return httpx.Response(status, json=body)
+
+    return httpx.MockTransport(handler)
+
+
+async def backfill_auto(
+    tmp_path: Path, market: Market, limit: HiddenLimit, latency: float
+) -> tuple[RunSummary, AutoPace, list[Paced]]:
+    """One backfill with --sleep auto from the defaults (5 workers, 0.2 s)."""
+    throttle = Throttle(0.2)
+    limiter = trio.CapacityLimiter(5)
+    pace = AutoPace(limiter, throttle)
+    throttle.observer = pace
+    policy = RetryPolicy(throttle, rng=random.Random(1))
+    plan = RunPlan(
+        datasets=DATASETS,
+        db_path=tmp_path / "auto.db",
+        period=DateRange(TODAY.replace(month=1, day=1), TODAY),
+        today=TODAY,
+        workers=5,
+    )
+    paced: list[Paced] = []
+
+    async def notify(event: Paced) -> None:
+        paced.append(event)
+
+    send, receive = trio.open_memory_channel[Event](0)
+
+    async def drain() -> None:
+        async for _ in receive:
+            pass
+
+    transport = limited_network(market, limit, latency)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        nursery.start_soon(pace.run, notify)
+        async with send:
+            client = open_client("http://limited.test", workers=64, timeout=30, transport=transport)
+            async with client:
+                engine = Engine(plan, throttle, send, limiter)
+                summary = await engine.run(NepseSource(client, throttle, policy))
+        nursery.cancel_scope.cancel()
+    return summary, pace, paced
+
+
+@pytest.fixture
+def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite work runs inline on trio's thread. Under an autojumping MockClock a task waiting
+    for a worker thread looks idle, and the controller's ticks would jump the clock ahead
+    while the writer's thread works; inline, the store takes no virtual time at all."""
+
+    async def run_inline(function: Any, *args: Any, **_: Any) -> Any:
+        return function(*args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", run_inline)
+
+
+@pytest.mark.parametrize(("limit_rate", "securities"), [(8, 300), (60, 1200)])
+async def test_converges_near_a_hidden_limit_and_stays_there(
+    mock_clock: MockClock,
+    inline_threads: None,
+    tmp_path: Path,
+    limit_rate: float,
+    securities: int,
+) -> None:
+    market = Market(seed=11, securities=securities, today=TODAY)
+    limit = HiddenLimit(limit_rate)
+    started = trio.current_time()
+    summary, pace, paced = await backfill_auto(tmp_path, market, limit, latency=0.05)
+    elapsed = trio.current_time() - started
+
+    assert not summary.failures
+    expected = expected_tables(market, DateRange(TODAY, TODAY), default_universe(market))
+    for name in DATASETS:
+        assert table(tmp_path / "auto.db", name) == expected[name]  # nothing lost on the way
+
+    answered = len(limit.accepted)
+    assert answered == summary.requests - limit.refused
+    assert elapsed <= 1.15 * answered / limit_rate  # near the limit ...
+    assert limit.refused / (answered + limit.refused) <= 0.02  # ... without hammering it
+    # ... and stays there: over the second half the server accepted >= 90% of R, no 5 s of
+    # it fell below 60% of R, and every change of pace there aimed within 25% of R
+    half = started + elapsed / 2
+    second_half = sum(1 for t in limit.accepted if t >= half)
+    assert second_half >= 0.9 * limit_rate * (elapsed / 2)
+    windows = [half + 5 * k for k in range(int((elapsed / 2) // 5))]
+    assert len(windows) >= 2
+    for begin in windows:
+        accepted = sum(1 for t in limit.accepted if begin <= t < begin + 5)
+        assert accepted >= 0.6 * 5 * limit_rate, (begin, accepted)
+    late = [p.target for p in paced if p.at >= half]
+    assert late and all(0.75 * limit_rate <= target <= 1.25 * limit_rate for target in late)
+    assert any(p.reason == "429 or 503" for p in paced)  # it did find the limit
+    advice = pace.advice(trio.current_time())
+    assert advice is not None and advice.reason == "refused"
+    assert 0.8 * limit_rate <= advice.target <= limit_rate  # a static pace just under it
+    latency = pace.latency or 0.0
+    assert advice.workers / (latency + advice.sleep) <= limit_rate * 1.05
+
+
+def _pace(workers: int = 5, sleep: float = 0.2) -> tuple[AutoPace, trio.CapacityLimiter, Throttle]:
+    throttle = Throttle(sleep)
+    limiter = trio.CapacityLimiter(workers)
+    return AutoPace(limiter, throttle), limiter, throttle
+
+
+def _answers(pace: AutoPace, start: float, end: float, rate: float, latency: float) -> None:
+    """Healthy answers at `rate` per second, each taking `latency`, from `start` to `end`."""
+    count = int((end - start) * rate)
+    for k in range(count):
+        finished = start + (k + 1) / rate
+        pace.answered(finished - latency, finished, Outcome.OK)
+
+
+async def test_knobs_follow_the_target_rate_and_the_latency(mock_clock: MockClock) -> None:
+    pace, limiter, throttle = _pace()
+    _answers(pace, 0.0, 0.5, 20, 0.05)
+    changed = pace.tick(0.5)
+    assert changed is not None and changed.reason == "start"
+    assert pace.rate == pytest.approx(5 / (0.05 + 0.2))  # the pace of the flags given
+    latency = pace.latency
+    assert latency == pytest.approx(0.05)
+    workers = math.ceil(HEADROOM * pace.rate * latency)
+    assert limiter.total_tokens == workers
+    assert throttle.sleep == pytest.approx(workers / pace.rate - latency)
+    assert changed.flags == f"--workers {workers} --sleep {round(throttle.sleep, 2):g}"
+
+
+async def test_slow_start_grows_only_while_the_target_is_reached(mock_clock: MockClock) -> None:
+    pace, _, _ = _pace()
+    _answers(pace, 0.0, 0.5, 20, 0.05)
+    pace.tick(0.5)
+    rate = pace.rate
+    assert rate is not None
+    _answers(pace, 0.5, 1.0, rate, 0.05)
+    assert pace.tick(1.0) is not None and pace.rate == pytest.approx(rate * 1.25)
+    _answers(pace, 1.0, 1.5, rate / 2, 0.05)  # answers came at half the target
+    assert pace.tick(1.5) is None and pace.rate == pytest.approx(rate * 1.25)
+
+
+async def test_429_cuts_once_per_round_of_requests(mock_clock: MockClock) -> None:
+    pace, _, _ = _pace()
+    _answers(pace, 0.0, 3.0, 20, 0.05)
+    pace.tick(0.5)
+    before = pace.rate
+    assert before is not None
+    pace.answered(2.95, 3.0, Outcome.CONGESTED)
+    assert pace.decreases == 1 and pace.rate < before
+    after = pace.rate
+    # answers to requests sent before that cut say nothing new: no second cut
+    pace.answered(2.96, 3.01, Outcome.CONGESTED)
+    pace.answered(2.99, 3.04, Outcome.CONGESTED)
+    assert pace.decreases == 1 and pace.rate == after
+    pace.answered(3.02, 3.07, Outcome.CONGESTED)  # sent after it: the cut was not enough
+    assert pace.decreases == 2 and pace.rate < after
+    assert pace.rate >= 0.5 * 0.9 * after  # never by more than half (and the 0.9 backoff)
+
+
+async def test_other_failures_do_not_change_the_pace(mock_clock: MockClock) -> None:
+    pace, _, _ = _pace()
+    _answers(pace, 0.0, 1.0, 20, 0.05)
+    pace.tick(1.0)
+    rate = pace.rate
+    for k in range(20):
+        pace.answered(1.0 + k * 0.01, 1.2 + k * 0.01, Outcome.OTHER)
+    assert pace.rate == rate and pace.decreases == 0
+
+
+async def test_a_latency_jump_is_congestion(mock_clock: MockClock) -> None:
+    pace, _, _ = _pace()
+    now = 0.0
+    for _ in range(6):  # latency flat at 50 ms: a floor is learnt
+        _answers(pace, now, now + 0.5, 20, 0.05)
+        now += 0.5
+        pace.tick(now)
+    before = pace.decreases
+    for _ in range(6):  # the server slows down to 300 ms
+        _answers(pace, now, now + 0.5, 20, 0.3)
+        now += 0.5
+        changed = pace.tick(now)
+        if changed is not None and changed.reason == "latency":
+            break
+    else:
+        pytest.fail("a six-fold latency jump was not taken for congestion")
+    assert pace.decreases == before + 1
+
+
+async def test_429_is_seen_by_the_throttle_as_congestion(mock_clock: MockClock) -> None:
+    """The observer hook: the source raises inside the throttle's request, so it sees why."""
+    seen: list[Outcome] = []
+
+    class Recorder:
+        def answered(self, started: float, finished: float, outcome: Outcome) -> None:
+            seen.append(outcome)
+
+    throttle = Throttle(0.0, observer=Recorder())
+    async with throttle.request():
+        await trio.sleep(0.1)
+    for error in (HttpStatusError(429, "/x", "1"), HttpStatusError(503, "/x", None)):
+        with pytest.raises(HttpStatusError):
+            async with throttle.request():
+                raise error
+    with pytest.raises(HttpStatusError):
+        async with throttle.request():
+            raise HttpStatusError(500, "/x", None)
+    assert seen == [Outcome.OK, Outcome.CONGESTED, Outcome.CONGESTED, Outcome.OTHER]
+
+
+async def test_advice_says_how_much_it_knows(mock_clock: MockClock) -> None:
+    pace, _, _ = _pace()
+    _answers(pace, 0.0, 3.0, 20, 0.05)
+    pace.tick(0.5)
+    never = pace.advice(3.0)
+    assert never is not None and never.reason == "never refused"
+    assert never.target == pace.rate  # the pace reached: nothing says it could not go faster
+    pace.answered(2.95, 3.0, Outcome.CONGESTED)
+    refused_at = pace.refused_at
+    assert refused_at is not None
+    early = pace.advice(4.0)  # one second after the refusal: a burst allowance or the limit?
+    assert early is not None and early.reason == "unsettled"
+    assert early.target <= 0.9 * refused_at
+    _answers(pace, 4.0, 10.0, 15, 0.05)  # six seconds of 15 answers a second
+    settled = pace.advice(10.0)
+    assert settled is not None and settled.reason == "refused"
+    assert settled.achieved == pytest.approx(15 * 6 / 7, rel=0.02)  # since the refusal at 3.0
+    assert settled.target == pytest.approx(0.97 * settled.achieved)
+
+
+def test_sleep_accepts_auto_or_seconds() -> None:
+    assert parse_pace("auto", "--sleep") == "auto"
+    assert parse_pace(" AUTO ", "NTX_SLEEP") == "auto"
+    assert parse_pace("0.5", "--sleep") == 0.5
+    with pytest.raises(Exception, match=r"--sleep must be a number of seconds >= 0, or 'auto'"):
+        parse_pace("fast", "--sleep")
