@@ -179,6 +179,15 @@ def _answers(pace: AutoPace, start: float, end: float, rate: float, latency: flo
         pace.answered(finished - latency, finished, Outcome.OK)
 
 
+def _running(seconds: float) -> tuple[AutoPace, float]:
+    """A controller that has seen `seconds` of healthy answers (20/s, 50 ms) and one tick."""
+    pace, _, _ = _pace()
+    _answers(pace, 0.0, seconds, 20, 0.05)
+    pace.tick(0.5)
+    assert pace.rate is not None
+    return pace, pace.rate
+
+
 async def test_knobs_follow_the_target_rate_and_the_latency(mock_clock: MockClock) -> None:
     pace, limiter, throttle = _pace()
     _answers(pace, 0.0, 0.5, 20, 0.05)
@@ -194,11 +203,7 @@ async def test_knobs_follow_the_target_rate_and_the_latency(mock_clock: MockCloc
 
 
 async def test_slow_start_grows_only_while_the_target_is_reached(mock_clock: MockClock) -> None:
-    pace, _, _ = _pace()
-    _answers(pace, 0.0, 0.5, 20, 0.05)
-    pace.tick(0.5)
-    rate = pace.rate
-    assert rate is not None
+    pace, rate = _running(0.5)
     _answers(pace, 0.5, 1.0, rate, 0.05)
     assert pace.tick(1.0) is not None and pace.rate == pytest.approx(rate * 1.25)
     _answers(pace, 1.0, 1.5, rate / 2, 0.05)  # answers came at half the target
@@ -206,11 +211,7 @@ async def test_slow_start_grows_only_while_the_target_is_reached(mock_clock: Moc
 
 
 async def test_429_cuts_once_per_round_of_requests(mock_clock: MockClock) -> None:
-    pace, _, _ = _pace()
-    _answers(pace, 0.0, 3.0, 20, 0.05)
-    pace.tick(0.5)
-    before = pace.rate
-    assert before is not None
+    pace, before = _running(3.0)
     pace.answered(2.95, 3.0, Outcome.CONGESTED)
     assert pace.decreases == 1 and pace.rate < before
     after = pace.rate
@@ -224,10 +225,7 @@ async def test_429_cuts_once_per_round_of_requests(mock_clock: MockClock) -> Non
 
 
 async def test_other_failures_do_not_change_the_pace(mock_clock: MockClock) -> None:
-    pace, _, _ = _pace()
-    _answers(pace, 0.0, 1.0, 20, 0.05)
-    pace.tick(1.0)
-    rate = pace.rate
+    pace, rate = _running(1.0)
     for k in range(20):
         pace.answered(1.0 + k * 0.01, 1.2 + k * 0.01, Outcome.OTHER)
     assert pace.rate == rate and pace.decreases == 0
@@ -274,9 +272,7 @@ async def test_429_is_seen_by_the_throttle_as_congestion(mock_clock: MockClock) 
 
 
 async def test_advice_says_how_much_it_knows(mock_clock: MockClock) -> None:
-    pace, _, _ = _pace()
-    _answers(pace, 0.0, 3.0, 20, 0.05)
-    pace.tick(0.5)
+    pace, _ = _running(3.0)
     never = pace.advice(3.0)
     assert never is not None and never.reason == "never refused"
     assert never.target == pace.rate  # the pace reached: nothing says it could not go faster
