@@ -234,6 +234,9 @@ def rerun(tmp: Path, securities: int) -> dict[str, Any]:
     }
 
 
+AUTO_RUN = ("--sleep", "auto", "--reports", "--dividends", "--ownership")  # 3 requests/security
+
+
 def adaptive(limit: float, securities: int, tmp: Path) -> tuple[float, float, Run]:
     """`--sleep auto` from the default pace against a demo that answers 429 above `limit`/s.
 
@@ -242,15 +245,7 @@ def adaptive(limit: float, securities: int, tmp: Path) -> tuple[float, float, Ru
     """
     demo = Demo(securities, 50, rate_limit=limit)
     try:
-        run = backfill(
-            demo.url,
-            tmp / f"auto{limit}.db",
-            "--sleep",
-            "auto",
-            "--reports",
-            "--dividends",
-            "--ownership",
-        )
+        run = backfill(demo.url, tmp / f"auto{limit}.db", *AUTO_RUN)
     finally:
         demo.close()
     datasets = run.summary["datasets"].values()
@@ -260,6 +255,21 @@ def adaptive(limit: float, securities: int, tmp: Path) -> tuple[float, float, Ru
     refused = sum(d["retries"] for d in datasets)
     answered = attempts - refused
     return run.wall / (answered / limit), refused / attempts, run
+
+
+def adaptive_independent(limit: float, securities: int, tmp: Path) -> tuple[float, float, Run]:
+    """The same against the independent server of the tests (stdlib http.server, its own
+    token bucket), run in this process's threads: not the demo, as a new user would."""
+    from tests.independent_server import Exchange, running
+
+    with running(Exchange(securities=securities, history=False), limit=limit, latency=0.05) as (
+        url,
+        handler,
+    ):
+        run = backfill(url, tmp / f"ind{limit}.db", *AUTO_RUN)
+        answered = handler.statuses.count(200)
+        refused = handler.statuses.count(429)
+    return run.wall / (answered / limit), refused / (answered + refused), run
 
 
 FIGURES = ("throughput", "writer", "memory", "rerun", "adaptive")
@@ -356,29 +366,6 @@ def measure_rerun(tmp: Path, securities: int) -> list[Row]:
             _met(again["rewritten"] == 0),
         ),
     ]
-
-
-def adaptive_independent(limit: float, securities: int, tmp: Path) -> tuple[float, float, Run]:
-    """The same against the independent server of the tests (stdlib http.server, its own
-    token bucket), run in this process's threads: not the demo, as a new user would."""
-    from tests.independent_server import Exchange, running
-
-    with running(Exchange(securities=securities, history=False), limit=limit, latency=0.05) as (
-        url,
-        handler,
-    ):
-        run = backfill(
-            url,
-            tmp / f"ind{limit}.db",
-            "--sleep",
-            "auto",
-            "--reports",
-            "--dividends",
-            "--ownership",
-        )
-        answered = handler.statuses.count(200)
-        refused = handler.statuses.count(429)
-    return run.wall / (answered / limit), refused / (answered + refused), run
 
 
 def measure_adaptive(tmp: Path, quick: bool) -> list[Row]:

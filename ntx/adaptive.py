@@ -38,7 +38,6 @@ TICK = 0.5  # seconds between increases
 WINDOW = 2.0  # seconds over which the accepted rate is measured
 GROWTH = 1.25  # slow start: r *= GROWTH per tick
 BACKOFF = 0.9  # on congestion: r = BACKOFF x accepted rate
-RECOVER_TO = 1.0  # fast recovery up to this share of the rate refused at
 PROBE = 0.005  # then r += PROBE x that rate per tick
 HEADROOM = 2.0  # workers = ceil(HEADROOM x r x L)
 LATENCY_JUMP = 2.0  # latency this many times its floor ...
@@ -124,15 +123,19 @@ class AutoPace:
 
     # ------------------------------------------------------------------ control
 
+    def _cut(self, now: float, basis: float, reason: str) -> None:
+        """r falls to BACKOFF x `basis`; requests sent before `now` cannot cut again."""
+        self.rate = max(MIN_RATE, BACKOFF * basis)
+        self._last_decrease = now
+        self.decreases += 1
+        self._apply(reason)
+
     def _slow_for_latency(self, now: float) -> None:
         """A latency jump says "less, for now", not where the limit is: r falls by the usual
         factor and climbs back to where it was (slow start ends: growth is additive now)."""
         assert self.rate is not None
         self.refused_at = self.refused_at or self.rate
-        self.rate = max(MIN_RATE, BACKOFF * self.rate)
-        self._last_decrease = now
-        self.decreases += 1
-        self._apply("latency")
+        self._cut(now, self.rate, "latency")
 
     def _decrease(self, now: float, reason: str) -> None:
         if self.rate is None:
@@ -148,10 +151,7 @@ class AutoPace:
         if long_run is not None:
             basis = min(basis, long_run)
         self.refused_at = basis
-        self.rate = max(MIN_RATE, BACKOFF * basis)
-        self._last_decrease = now
-        self.decreases += 1
-        self._apply(reason)
+        self._cut(now, basis, reason)
 
     def tick(self, now: float) -> Paced | None:
         """One control step; returns the new pace if the knobs changed since the last tick."""
@@ -188,8 +188,8 @@ class AutoPace:
         assert self.rate is not None
         if self.refused_at is None:
             self.rate *= GROWTH
-        elif self.rate < RECOVER_TO * self.refused_at:
-            gap = RECOVER_TO * self.refused_at - self.rate
+        elif self.rate < self.refused_at:
+            gap = self.refused_at - self.rate
             self.rate += max(0.5 * gap, min(gap, PROBE * self.refused_at))
         else:
             self.rate += PROBE * self.refused_at

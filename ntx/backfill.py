@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ntx.adaptive import MAX_AUTO_WORKERS, AutoPace
+from ntx.adaptive import AutoPace
 from ntx.datasets import PER_SECURITY
 from ntx.demo.faults import build_demo_app
 from ntx.demo.server import serve
@@ -182,7 +182,7 @@ async def _run(
         )
         client = open_client(
             base_url,
-            workers=max(settings.workers, MAX_AUTO_WORKERS) if pace else settings.workers,
+            workers=pace.max_workers if pace else settings.workers,  # a connection per slot
             timeout=settings.timeout,
             verify=not settings.insecure,
         )

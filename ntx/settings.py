@@ -94,7 +94,7 @@ def parse_pace(value: Any, where: str) -> float | str:
     if isinstance(value, str) and value.strip().lower() == AUTO:
         return AUTO
     try:
-        return _amount(value, where, positive=False)
+        return parse_sleep(value, where)
     except UsageError:
         raise UsageError(
             f"{where} must be a number of seconds >= 0, or 'auto', got {value!r}"
