@@ -216,21 +216,27 @@ class AutoPace:
         return Paced(workers, sleep, self.rate or 0.0, achieved, self._reason, at=now)
 
     def advice(self, now: float) -> Paced | None:
-        """Static flags for next time: a little under the rate the server accepted on average
-        since it first refused ("refused"); the pace reached if it never refused ("never
-        refused"); or, if it refused too shortly before the end to tell the limit from a
-        burst allowance, the pace it fell back to ("unsettled": a starting point only)."""
-        if self.rate is None or self.latency is None:
+        """Static flags for next time, and how much is known ("reason"):
+
+        - "refused": a little under the rate the server accepted on average since it first
+          refused;
+        - "unsettled": it refused too shortly before the end to tell the limit from a burst
+          allowance; the pace it fell back to, a starting point only;
+        - "never refused": the pace reached (the target, if answers kept up with it).
+
+        None if the run ended before the controller took a step: it learnt nothing.
+        """
+        if not self._started or self.rate is None or self.latency is None:
             return None
         long_run = self.long_run_rate(now)
-        rate = self.rate if long_run is None else min(self.rate, 0.97 * long_run)
-        reason = "never refused"
-        if self.refused_at is not None:
-            reason = "refused" if long_run is not None else "unsettled"
-            if long_run is None:
-                rate = min(rate, BACKOFF * self.refused_at)
-        workers, sleep = self._knobs(rate)
         achieved = long_run or self.accepted_rate(now) or 0.0
+        if self.refused_at is None:
+            reason, rate = "never refused", min(self.rate, achieved or self.rate)
+        elif long_run is None:
+            reason, rate = "unsettled", min(self.rate, BACKOFF * self.refused_at)
+        else:
+            reason, rate = "refused", min(self.rate, 0.97 * long_run)
+        workers, sleep = self._knobs(rate)
         return Paced(workers, math.ceil(sleep * 100) / 100, rate, achieved, reason, at=now)
 
     async def run(self, notify: Callable[[Paced], Awaitable[None]]) -> None:

@@ -13,7 +13,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from ntx.adaptive import HEADROOM, AutoPace
+from ntx.adaptive import HEADROOM, WINDOW, AutoPace
 from ntx.demo.app import DemoApp
 from ntx.demo.market import Market
 from ntx.engine import Engine, RunPlan
@@ -272,10 +272,22 @@ async def test_429_is_seen_by_the_throttle_as_congestion(mock_clock: MockClock) 
 
 
 async def test_advice_says_how_much_it_knows(mock_clock: MockClock) -> None:
+    untried, _, _ = _pace()
+    _answers(untried, 0.0, 0.4, 20, 0.05)  # the run ended before the first step
+    assert untried.advice(0.4) is None  # it learnt nothing: no advice
+    slow, _, _ = _pace()  # 5 workers at 0.2 s aim at 20/s; answers come at 10/s
+    _answers(slow, 0.0, 3.0, 10, 0.05)
+    slow.tick(0.5)
+    unreached = slow.advice(3.0)
+    assert unreached is not None and unreached.reason == "never refused"
+    assert slow.rate == pytest.approx(20)
+    # the pace answered (10/s, give or take the one answer on the window's edge), not 20/s
+    assert unreached.target == slow.accepted_rate(3.0)
+    assert abs(unreached.target - 10) <= 1 / WINDOW
     pace, _ = _running(3.0)
     never = pace.advice(3.0)
     assert never is not None and never.reason == "never refused"
-    assert never.target == pace.rate  # the pace reached: nothing says it could not go faster
+    assert never.target == pace.rate  # reached: nothing says it could not go faster
     pace.answered(2.95, 3.0, Outcome.CONGESTED)
     refused_at = pace.refused_at
     assert refused_at is not None
