@@ -129,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
     tokens = 0.0
     stamp = 0.0
     latency = 0.005
+    counted = False  # this request is in `in_flight`
 
     def do_GET(self) -> None:
         cls = type(self)
@@ -136,6 +137,7 @@ class Handler(BaseHTTPRequestHandler):
         with cls.lock:
             cls.in_flight += 1
             cls.max_in_flight = max(cls.max_in_flight, cls.in_flight)
+            self.counted = True
             fault = cls.rng.choice(FAULTS) if cls.rng.random() < cls.fault_rate else None
             retry_after = cls.take_token(started)
         status = 0  # 0: no answer (the connection was reset)
@@ -157,12 +159,22 @@ class Handler(BaseHTTPRequestHandler):
             if status == 429:
                 self.send_header("Retry-After", str(retry_after or 1))
             self.end_headers()
+            self.answered()
             self.wfile.write(payload)
         finally:
+            self.answered()
             with cls.lock:
-                cls.in_flight -= 1
                 cls.log.append((started, time.monotonic(), self.path))
                 cls.statuses.append(status)
+
+    def answered(self) -> None:
+        """The request leaves `in_flight` (once): called just before the last bytes of its
+        answer (or the reset) go out, since from then on the client may send its next request
+        while this thread has not yet run its bookkeeping."""
+        if self.counted:
+            self.counted = False
+            with type(self).lock:
+                type(self).in_flight -= 1
 
     @classmethod
     def take_token(cls, now: float) -> int | None:
@@ -196,6 +208,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload[: len(payload) // 2])
         self.wfile.flush()
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.answered()
         self.connection.close()
         self.close_connection = True
         return 0, b""
