@@ -19,8 +19,6 @@ import trio
 
 from ntx.adaptive import AutoPace
 from ntx.datasets import PER_SECURITY
-from ntx.demo.faults import build_demo_app
-from ntx.demo.server import serve
 from ntx.engine import Engine, RunPlan
 from ntx.errors import EXIT_INTERRUPTED, NtxError, UsageError
 from ntx.events import Event, Paused, RunFinished, RunStarted, RunSummary
@@ -29,7 +27,8 @@ from ntx.model import DateRange
 from ntx.progress import Renderer, run_printer
 from ntx.retry import CircuitBreaker, RetryPolicy
 from ntx.settings import BackfillSettings
-from ntx.sources.nepse import NepseSource, open_client
+from ntx.sources.client import open_client
+from ntx.sources.nepse import NepseSource
 from ntx.store import Store, check_path
 from ntx.throttle import Throttle, TokenBucket
 
@@ -154,6 +153,11 @@ async def _run(
         if pace is not None:
             services.start_soon(pace.run, events.send)
         if settings.demo is not None:
+            # imported here: the demo's HTTP server (hypercorn) costs a tenth of a second
+            # of CPU to import, which a backfill from a real API should not pay
+            from ntx.demo.faults import build_demo_app
+            from ntx.demo.server import serve
+
             app = build_demo_app(settings.demo, settings.today)
             base_url = await services.start(partial(serve, app))
             source_name = f"the demo exchange at {base_url}"

@@ -22,7 +22,8 @@ from ntx.events import Event, Paced, RunSummary
 from ntx.model import DateRange
 from ntx.retry import RetryPolicy
 from ntx.settings import parse_pace
-from ntx.sources.nepse import NepseSource, open_client
+from ntx.sources.client import open_client
+from ntx.sources.nepse import NepseSource
 from ntx.throttle import Outcome, Throttle
 from tests.helpers import TODAY, default_universe, expected_tables, table
 

@@ -16,7 +16,8 @@ from ntx.demo.market import Market
 from ntx.engine import Engine, RunPlan
 from ntx.events import Event
 from ntx.model import DateRange
-from ntx.sources.nepse import NepseSource, open_client
+from ntx.sources.client import open_client
+from ntx.sources.nepse import NepseSource
 from ntx.throttle import Throttle
 from tests.helpers import TODAY, default_universe, mock_network
 

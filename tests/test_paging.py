@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from ntx.errors import MalformedResponse
 from ntx.model import DateRange
-from ntx.sources.nepse import NepseSource, open_client
+from ntx.sources.client import open_client
+from ntx.sources.nepse import NepseSource
 from ntx.throttle import Throttle
 
 START = date(2015, 1, 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -16,14 +18,16 @@ from ntx.events import (
     Failure,
     JobFinished,
     JobStarted,
+    Paced,
     Paused,
+    Resumed,
     RowsCommitted,
     RunFinished,
     RunStarted,
     RunSummary,
 )
-from ntx.model import WriteCounts
-from ntx.progress import PlainRenderer, RichRenderer, format_duration
+from ntx.model import DateRange, WriteCounts
+from ntx.progress import JsonRenderer, PlainRenderer, RichRenderer, format_duration
 
 
 @pytest.fixture
@@ -122,3 +126,67 @@ async def test_rich_shows_a_pause_with_its_countdown(mock_clock: MockClock) -> N
     renderer.refresh()
     renderer.close()
     assert "paused" not in out.getvalue()  # over: the line is gone
+
+
+def test_json_lines_carry_every_field_of_every_event() -> None:
+    """The JSON contract: one line per event, its name then its fields as JSON (nested
+    objects included, dates as ISO strings, paths as text), and the run's exit code."""
+    summary = RunSummary(
+        1,
+        Path("x.db"),
+        {"prices": DatasetTotals("prices", "Prices", jobs=2, done=1, rows=WriteCounts(5, 1, 2))},
+        [Failure("prices", "NABIL", "HTTP 500 from /x")],
+        requests=7,
+        elapsed=1.5,
+        advice=Paced(3, 0.07, 28.3, 27.0, "refused", 12.5),
+    )
+    period = DateRange(date(2024, 1, 1), date(2024, 3, 31))
+    events = [
+        RunStarted("http://api.test", Path("x.db"), 5, 0.2, 10.0, auto=True),
+        Resumed(4, 17),
+        DatasetPlanned("prices", "Prices", 2, 0),
+        JobStarted("prices", "NABIL", (period,)),
+        JobFinished("prices", "NABIL", 5, 2, "HTTP 500 from /x", retries=1),
+        RowsCommitted("prices", WriteCounts(5, 1, 2)),
+        Paused(2.5, "429"),
+        Paced(6, 0.09, 38.4, 36.0, "start", 1.0),
+        RunFinished(summary),
+    ]
+    out = io.StringIO()
+    renderer = JsonRenderer(out)
+    for event in events:
+        renderer.handle(event)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "run_started",
+        "resumed",
+        "dataset_planned",
+        "job_started",
+        "job_finished",
+        "rows_committed",
+        "paused",
+        "paced",
+        "run_finished",
+    ]
+    assert lines[0] == {
+        "event": "run_started",
+        "source": "http://api.test",
+        "db_path": "x.db",
+        "workers": 5,
+        "sleep": 0.2,
+        "rate": 10.0,
+        "auto": True,
+    }
+    assert lines[3]["ranges"] == [{"start": "2024-01-01", "end": "2024-03-31"}]
+    assert lines[5]["counts"] == {"new": 5, "updated": 1, "unchanged": 2}
+    finished = lines[8]
+    assert finished["exit_code"] == 1
+    assert finished["summary"]["datasets"]["prices"]["rows"] == {
+        "new": 5,
+        "updated": 1,
+        "unchanged": 2,
+    }
+    assert finished["summary"]["failures"] == [
+        {"dataset": "prices", "label": "NABIL", "reason": "HTTP 500 from /x"}
+    ]
+    assert finished["summary"]["advice"]["workers"] == 3

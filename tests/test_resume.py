@@ -21,7 +21,8 @@ from ntx.engine import Engine, RunPlan
 from ntx.errors import EXIT_INTERRUPTED
 from ntx.events import Event, RowsCommitted, RunSummary
 from ntx.model import DateRange
-from ntx.sources.nepse import NepseSource, open_client
+from ntx.sources.client import open_client
+from ntx.sources.nepse import NepseSource
 from ntx.throttle import Throttle
 from tests.helpers import TODAY, mock_network
 

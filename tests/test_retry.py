@@ -13,7 +13,8 @@ from trio.testing import MockClock
 
 from ntx.errors import AccessDenied, FetchError, HttpStatusError, NotFound, TransportError
 from ntx.retry import CircuitBreaker, RetryPolicy, Verdict, classify, full_jitter, parse_retry_after
-from ntx.sources.nepse import NepseSource, open_client
+from ntx.sources.client import open_client
+from ntx.sources.nepse import NepseSource
 from ntx.throttle import RequestMeter, Throttle
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,7 +11,8 @@ import pytest
 import trio
 
 from ntx.errors import HttpStatusError, MalformedResponse, TransportError
-from ntx.sources.nepse import NepseSource, open_client
+from ntx.sources.client import open_client
+from ntx.sources.nepse import NepseSource
 from ntx.throttle import Throttle
 
 DETAIL = {
@@ -63,6 +65,15 @@ async def test_status_other_than_200_is_an_http_error(status: int, retry_after: 
 async def test_truncated_or_wrongly_shaped_answers_are_malformed(body: bytes, message: str) -> None:
     with pytest.raises(MalformedResponse, match=message):
         await call(lambda r: httpx.Response(200, content=body), "companies")
+
+
+async def test_json_beyond_the_standard_is_still_read_so_validation_can_judge_each_row() -> None:
+    """NaN, Infinity and integers beyond 64 bits (written by some servers) decode; only the
+    row holding one is then refused, not the whole answer."""
+    body = b'[{"a": NaN}, {"a": Infinity}, {"a": 123456789012345678901234567890}, {"a": 1.5}]'
+    rows = await call(lambda r: httpx.Response(200, content=body), "companies")
+    assert math.isnan(rows[0]["a"]) and rows[1]["a"] == math.inf
+    assert rows[2]["a"] == 123456789012345678901234567890 and rows[3] == {"a": 1.5}
 
 
 async def test_connection_errors_and_timeouts_are_transport_errors() -> None:

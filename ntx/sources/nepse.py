@@ -13,38 +13,17 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import orjson
 
-from ntx import __version__
 from ntx.errors import HttpStatusError, MalformedResponse, TransportError
 from ntx.model import DateRange
 from ntx.retry import RetryPolicy
 from ntx.sources import Wire
+from ntx.sources.client import ApiClient
 from ntx.throttle import RequestGate
 
 T = TypeVar("T")
 PAGE_SIZE = 500  # the server's cap; it may answer with smaller pages, which is fine
-
-
-def open_client(
-    base_url: str,
-    *,
-    workers: int,
-    timeout: float,
-    verify: bool = True,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> httpx.AsyncClient:
-    """An HTTP client for one run: one pooled connection per worker, TLS verified by default.
-
-    `transport` replaces the network (tests pass an `httpx.MockTransport`).
-    """
-    return httpx.AsyncClient(
-        base_url=base_url,
-        transport=transport,
-        timeout=timeout,
-        verify=verify,
-        limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
-        headers={"User-Agent": f"ntx/{__version__}", "Accept": "application/json"},
-    )
 
 
 def _segment(identifier: object) -> str:
@@ -52,14 +31,14 @@ def _segment(identifier: object) -> str:
 
 
 class NepseSource:
-    """The NEPSE wire format over an `httpx.AsyncClient` whose base_url is the API root.
+    """The NEPSE wire format over an `ApiClient` whose base_url is the API root.
 
     With a `policy`, every request is retried by it; without one, each request is tried once
     and its error raised as it is.
     """
 
     def __init__(
-        self, client: httpx.AsyncClient, gate: RequestGate, policy: RetryPolicy | None = None
+        self, client: ApiClient, gate: RequestGate, policy: RetryPolicy | None = None
     ) -> None:
         self._client = client
         self._gate = gate
@@ -148,14 +127,28 @@ class NepseSource:
                 raise HttpStatusError(
                     response.status_code, path, response.headers.get("Retry-After")
                 )
-        try:
-            body = json.loads(response.content)
-        except ValueError as exc:
-            raise MalformedResponse(f"{path}: the answer is not valid JSON ({exc})") from exc
-        return shape(body, path)
+        return shape(decode_json(response.content, path), path)
 
     def _url(self, path: str) -> str:
-        return str(self._client.base_url.join(path.lstrip("/")))
+        return self._client.url(path)
+
+
+def decode_json(content: bytes, path: str) -> Wire:
+    """The answer's JSON, or `MalformedResponse`.
+
+    orjson decodes (several times faster than the standard library); what it refuses, the
+    standard library tries too: it also reads the NaN and Infinity that some servers write
+    and integers beyond 64 bits, so a row holding one is refused by validation alone
+    instead of its whole answer.
+    """
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise MalformedResponse(f"{path}: the answer is not valid JSON ({exc})") from exc
 
 
 def _describe(exc: httpx.HTTPError) -> str:

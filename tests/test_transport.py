@@ -1,0 +1,245 @@
+"""ntx's HTTP transport against real sockets on 127.0.0.1: keep-alive, stale connections,
+body framings, broken answers, timeouts (under MockClock) and TLS verification."""
+
+from __future__ import annotations
+
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+import trustme
+from trio.testing import MockClock
+
+from ntx.sources.client import ApiClient, environment_proxy, open_client
+
+Answer = Callable[[int], tuple[bytes, bool]]  # request number -> (bytes to write, close after)
+
+
+def answer(body: bytes, *, status: str = "200 OK", headers: bytes = b"") -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n".encode() + headers + b"\r\n" + body
+    )
+
+
+@dataclass
+class ScriptedServer:
+    """Counts connections and requests; each request gets `reply(n)`."""
+
+    reply: Answer
+    connections: int = 0
+    requests: int = 0
+    targets: list[str] = field(default_factory=list)
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        self.connections += 1
+        buffer = b""
+        async with stream:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                self.targets.append(head.split(b" ")[1].decode())
+                self.requests += 1
+                data, close = self.reply(self.requests)
+                if data:
+                    await stream.send_all(data)
+                if close:
+                    return
+
+
+@asynccontextmanager
+async def serving(
+    reply: Answer, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, ScriptedServer]]:
+    server = ScriptedServer(reply)
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await server.handle(stream)
+
+    async with trio.open_nursery() as nursery:
+        if ssl_context is None:
+            listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+            scheme = "http"
+        else:
+            serve = partial(trio.serve_ssl_over_tcp, handler, 0, ssl_context, host="127.0.0.1")
+            listeners = await nursery.start(serve)
+            scheme = "https"
+        listener = listeners[0].transport_listener if ssl_context else listeners[0]
+        port = listener.socket.getsockname()[1]
+        yield f"{scheme}://127.0.0.1:{port}", server
+        nursery.cancel_scope.cancel()
+
+
+def client(url: str, *, workers: int = 4, timeout: float = 5, verify: bool = True) -> ApiClient:
+    return open_client(url, workers=workers, timeout=timeout, verify=verify)
+
+
+async def test_keep_alive_connections_are_reused_one_per_concurrent_request() -> None:
+    async with serving(lambda n: (answer(b"[%d]" % n), False)) as (url, server), client(url) as api:
+        bodies = [(await api.get("/api/x", {"page": i})).content for i in range(20)]
+        assert server.connections == 1
+        assert bodies == [b"[%d]" % n for n in range(1, 21)]
+        assert server.targets[:2] == ["/api/x?page=0", "/api/x?page=1"]
+
+        async def fetch_ten() -> None:
+            for _ in range(10):
+                assert (await api.get("/api/y")).status_code == 200
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(fetch_ten)
+        assert server.requests == 60 and server.connections <= 4
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error() -> None:
+    # the server closes every connection after its answer, without saying so
+    async with serving(lambda n: (answer(b"[%d]" % n), True)) as (url, server), client(url) as api:
+        for i in range(1, 6):
+            response = await api.get("/api/x")
+            assert response.status_code == 200 and response.content == b"[%d]" % i
+    assert server.connections == 5 and server.requests == 5
+
+
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\n[1,2\r\n5\r\n,3,4]\r\n0\r\n\r\n"
+)
+UNTIL_CLOSE = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n[5,6]"
+GZIPPED = answer(gzip.compress(b"[7,8]"), headers=b"content-encoding: gzip\r\n")
+RETRY_LATER = answer(b"{}", status="429 Too Many Requests", headers=b"retry-after: 3\r\n")
+
+
+@pytest.mark.parametrize(
+    ("raw", "close", "status", "body"),
+    [
+        (CHUNKED, False, 200, b"[1,2,3,4]"),
+        (UNTIL_CLOSE, True, 200, b"[5,6]"),
+        (GZIPPED, False, 200, b"[7,8]"),
+        (RETRY_LATER, False, 429, b"{}"),
+    ],
+    ids=["chunked", "until-close", "gzip", "429"],
+)
+async def test_every_http11_body_framing_is_read_whole(
+    raw: bytes, close: bool, status: int, body: bytes
+) -> None:
+    async with serving(lambda n: (raw, close)) as (url, server), client(url) as api:
+        for _ in range(3):  # and the connection is reused, or replaced, after each
+            response = await api.get("/api/x")
+            assert (response.status_code, response.content) == (status, body)
+        if status == 429:
+            assert response.headers["Retry-After"] == "3"
+    assert server.connections == (3 if close else 1)
+
+
+async def test_an_answer_cut_short_is_an_error_and_not_sent_again() -> None:
+    cut = answer(b"[1,2,3,4,5,6,7,8]")[:-5]
+    async with (
+        serving(lambda n: (cut if n > 1 else answer(b"[]"), n > 1)) as (url, server),
+        client(url) as api,
+    ):
+        assert (await api.get("/api/x")).content == b"[]"
+        with pytest.raises(httpx.RemoteProtocolError):
+            await api.get("/api/x")  # on the reused connection: not taken for stale
+    assert server.requests == 2
+
+
+async def test_nothing_listening_is_a_connect_error() -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        async with client(f"http://127.0.0.1:{port}") as api:
+            with pytest.raises(httpx.ConnectError):
+                await api.get("/api/x")
+
+
+@pytest.fixture
+def mock_clock() -> MockClock:
+    return MockClock(autojump_threshold=0)
+
+
+async def test_a_server_that_never_answers_times_out_after_the_limit(mock_clock: MockClock) -> None:
+    async with (
+        serving(lambda n: (b"", False)) as (url, _),
+        client(url, timeout=7.5) as api,
+    ):  # reads, never writes
+        started = trio.current_time()
+        with pytest.raises(httpx.ReadTimeout):
+            await api.get("/api/x")
+        assert trio.current_time() - started == pytest.approx(7.5)
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(authority: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+async def test_tls_certificates_are_verified_by_default(authority: trustme.CA) -> None:
+    async with (
+        serving(lambda n: (answer(b"[1]"), False), server_context(authority)) as (url, _),
+        client(url) as api,
+    ):
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await api.get("/api/x")
+
+
+async def test_tls_trusts_the_authorities_named_by_ssl_cert_file(
+    authority: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    async with (
+        serving(lambda n: (answer(b"[1]"), False), server_context(authority)) as (url, s),
+        client(url) as api,
+    ):
+        for _ in range(3):
+            assert (await api.get("/api/x")).content == b"[1]"
+    assert s.connections == 1
+
+
+async def test_insecure_skips_verification(authority: trustme.CA) -> None:
+    async with (
+        serving(lambda n: (answer(b"[1]"), False), server_context(authority)) as (url, _),
+        client(url, verify=False) as api,
+    ):
+        assert (await api.get("/api/x")).content == b"[1]"
+
+
+async def test_a_proxy_named_by_the_environment_carries_the_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serving(lambda n: (answer(b"[1]"), False)) as (proxy, server):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        async with client("http://exchange.invalid/base") as api:
+            assert (await api.get("/api/x", {"page": 2})).content == b"[1]"
+    assert server.targets == ["http://exchange.invalid/base/api/x?page=2"]
+
+
+def test_which_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert environment_proxy("https://api.example") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert environment_proxy("https://api.example") == "http://proxy:3128"
+    assert environment_proxy("http://api.example") is None
+    assert environment_proxy("https://internal.example") is None
+    monkeypatch.setenv("ALL_PROXY", "http://all:8080")
+    assert environment_proxy("http://api.example") == "http://all:8080"
