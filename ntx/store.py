@@ -271,6 +271,8 @@ class Store:
             conn.execute("PRAGMA synchronous = NORMAL")
             store = cls(conn, path)
             store._migrate()
+            for upsert in store._upserts.values():
+                upsert.prepare(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"database {path}: {exc}") from exc
         return store
@@ -538,37 +540,53 @@ class Store:
 
 
 class _UpsertSql:
-    """Idempotent upsert of one dataset's rows, counting new, updated and unchanged rows.
+    """Idempotent upsert of one dataset's rows in one statement, counting new, updated and
+    unchanged rows.
 
-    `INSERT OR IGNORE` adds the rows whose key is new; an `UPDATE` guarded by `IS NOT` then
-    rewrites only the rows whose values differ, so unchanged rows are never written.
+    `INSERT ... ON CONFLICT DO UPDATE ... WHERE <a value differs>`: a new key is inserted, a
+    changed row rewritten, an unchanged row left alone (never written). SQLite counts inserts
+    and updates together; a TEMP trigger (on this connection only, nothing in the file)
+    counts the updates, which are rare, so telling them apart costs nothing per new row.
     """
 
     def __init__(self, spec: Dataset) -> None:
         values = [c for c in spec.columns if c not in spec.key]
-        key_positions = [spec.columns.index(c) for c in spec.key]
-        value_positions = [spec.columns.index(c) for c in values]
-        self._insert = (
-            f"INSERT OR IGNORE INTO {spec.table} ({', '.join(spec.columns)})"
+        insert = (
+            f"INSERT INTO {spec.table} ({', '.join(spec.columns)})"
             f" VALUES ({', '.join('?' for _ in spec.columns)})"
+            f" ON CONFLICT ({', '.join(spec.key)})"
         )
-        self._update = (
-            f"UPDATE {spec.table} SET {', '.join(f'{c} = ?' for c in values)}"
-            f" WHERE {' AND '.join(f'{c} = ?' for c in spec.key)}"
-            f" AND ({' OR '.join(f'{c} IS NOT ?' for c in values)})"
-            if values
-            else None
+        if values:
+            changes = ", ".join(f"{c} = excluded.{c}" for c in values)
+            differs = " OR ".join(f"{c} IS NOT excluded.{c}" for c in values)
+            self._sql = f"{insert} DO UPDATE SET {changes} WHERE {differs}"
+        else:
+            self._sql = f"{insert} DO NOTHING"
+        self._trigger = (
+            f"CREATE TEMP TRIGGER IF NOT EXISTS ntx_count_{spec.table}_updates"
+            f" AFTER UPDATE ON main.{spec.table} BEGIN {_COUNT_UPDATE}; END"
         )
-        self._update_order = value_positions + key_positions + value_positions
+
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        """Install the update counter on `conn` (once per connection, before `run`)."""
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_UPDATES} (n INTEGER NOT NULL)")
+        conn.execute(
+            f"INSERT INTO temp.{_UPDATES} SELECT 0 WHERE NOT EXISTS (SELECT * FROM temp.{_UPDATES})"
+        )
+        conn.execute(self._trigger)
 
     def run(self, conn: sqlite3.Connection, rows: Sequence[Row]) -> WriteCounts:
         if not rows:
             return WriteCounts()
-        new = conn.executemany(self._insert, rows).rowcount
-        updated = 0
-        if self._update is not None:
-            order = self._update_order
-            updated = conn.executemany(
-                self._update, ([row[i] for i in order] for row in rows)
-            ).rowcount
-        return WriteCounts(new=new, updated=updated, unchanged=len(rows) - new - updated)
+        before = _updates_so_far(conn)
+        changed = conn.executemany(self._sql, rows).rowcount
+        updated = _updates_so_far(conn) - before
+        return WriteCounts(new=changed - updated, updated=updated, unchanged=len(rows) - changed)
+
+
+_UPDATES = "ntx_rows_updated"
+_COUNT_UPDATE = f"UPDATE {_UPDATES} SET n = n + 1"  # in a TEMP trigger: the temp table
+
+
+def _updates_so_far(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(f"SELECT n FROM temp.{_UPDATES}").fetchone()[0])
