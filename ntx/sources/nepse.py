@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-import orjson
+import msgspec
 
 from ntx.errors import HttpStatusError, MalformedResponse, TransportError
 from ntx.model import DateRange
@@ -133,17 +133,21 @@ class NepseSource:
         return self._client.url(path)
 
 
+_DECODER = msgspec.json.Decoder()
+
+
 def decode_json(content: bytes, path: str) -> Wire:
     """The answer's JSON, or `MalformedResponse`.
 
-    orjson decodes (several times faster than the standard library); what it refuses, the
-    standard library tries too: it also reads the NaN and Infinity that some servers write
-    and integers beyond 64 bits, so a row holding one is refused by validation alone
-    instead of its whole answer.
+    msgspec decodes: two to three times faster than the standard library, and straight into
+    Python objects (orjson first builds a document tree, about twelve times the size of a
+    large answer). What it refuses, the standard library tries too: it also reads the NaN and
+    Infinity some servers write and integers beyond 64 bits, so a row holding one is refused
+    by validation alone instead of its whole answer.
     """
     try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
+        return _DECODER.decode(content)
+    except msgspec.DecodeError:
         pass
     try:
         return json.loads(content)
