@@ -33,7 +33,8 @@ class BadRequest(Exception):
 
 
 class DemoApp:
-    """Serves `market`; every answer is delayed by `latency` seconds.
+    """Serves `market`; every answer leaves `latency` seconds after its request arrived
+    (building it is part of that time, so the client sees the latency it was promised).
 
     With a `rate_limit`, requests above that many per second (bursts of about one second's
     worth) are answered 429 with a `Retry-After`, like a real rate-limited API.
@@ -65,20 +66,22 @@ class DemoApp:
         if scope["type"] != "http":
             return
         self.requests += 1
+        arrived = trio.current_time()
         if self._bucket is not None:
             wait = self._bucket.wait_needed(trio.current_time())
             if wait > 0:
                 self.limited += 1
-                await trio.sleep(self.latency)
+                await trio.sleep_until(arrived + self.latency)
                 retry_after = str(max(1, math.ceil(wait))).encode()
                 await send_json(
                     send, 429, b'{"message":"Too Many Requests"}', [(b"retry-after", retry_after)]
                 )
                 return
             self._bucket.admit(trio.current_time())
-        await trio.sleep(self.latency)
         status, body = self.answer(scope["method"], scope["path"], scope.get("query_string", b""))
-        await send_json(send, status, encode(body))
+        payload = encode(body)
+        await trio.sleep_until(arrived + self.latency)  # the work so far is part of the latency
+        await send_json(send, status, payload)
 
     def answer(self, method: str, path: str, query: bytes) -> tuple[int, Any]:
         """(status, JSON body) for one request."""
