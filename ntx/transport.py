@@ -59,7 +59,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
-        origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
+        origin = (url.raw_scheme, url.raw_host, _port(url))
         timeouts = request.extensions.get("timeout", {})
         idle = self._idle.setdefault(origin, [])
         while True:
@@ -92,8 +92,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def _connect(self, request: httpx.Request, timeouts: dict[str, float]) -> _Connection:
         url = request.url
-        host = url.host
-        port = url.port or (443 if url.scheme == "https" else 80)
+        host, port = url.host, _port(url)
         try:
             with _deadline(timeouts.get("connect"), httpx.ConnectTimeout, request):
                 stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
@@ -165,6 +164,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def _reusable(connection: _Connection) -> bool:
         protocol = connection.protocol
         return protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
+
+
+def _port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
 
 
 def _reason(exc: BaseException) -> str:
