@@ -171,9 +171,14 @@ def _port(url: httpx.URL) -> int:
 
 
 def _reason(exc: BaseException) -> str:
-    """What went wrong, in the words of the error trio wrapped (a TLS error, a reset)."""
-    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ else exc
-    return str(cause) or type(cause).__name__
+    """What went wrong, in the words of the errors trio wrapped: a TLS error or a reset under
+    `BrokenResourceError`, why each attempt failed under "all attempts to connect failed"."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        return "; ".join(dict.fromkeys(_reason(error) for error in cause.exceptions))
+    if isinstance(exc, trio.BrokenResourceError) and cause is not None:
+        return _reason(cause)
+    return str(exc) or type(exc).__name__
 
 
 def _is_connection_failure(exc: BaseException) -> bool:
