@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -271,8 +271,7 @@ class Store:
             conn.execute("PRAGMA synchronous = NORMAL")
             store = cls(conn, path)
             store._migrate()
-            for upsert in store._upserts.values():
-                upsert.prepare(conn)
+            _count_updates(conn, store._upserts.values())
         except sqlite3.Error as exc:
             raise StoreError(f"database {path}: {exc}") from exc
         return store
@@ -562,18 +561,7 @@ class _UpsertSql:
             self._sql = f"{insert} DO UPDATE SET {changes} WHERE {differs}"
         else:
             self._sql = f"{insert} DO NOTHING"
-        self._trigger = (
-            f"CREATE TEMP TRIGGER IF NOT EXISTS ntx_count_{spec.table}_updates"
-            f" AFTER UPDATE ON main.{spec.table} BEGIN {_COUNT_UPDATE}; END"
-        )
-
-    def prepare(self, conn: sqlite3.Connection) -> None:
-        """Install the update counter on `conn` (once per connection, before `run`)."""
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_UPDATES} (n INTEGER NOT NULL)")
-        conn.execute(
-            f"INSERT INTO temp.{_UPDATES} SELECT 0 WHERE NOT EXISTS (SELECT * FROM temp.{_UPDATES})"
-        )
-        conn.execute(self._trigger)
+        self.table = spec.table
 
     def run(self, conn: sqlite3.Connection, rows: Sequence[Row]) -> WriteCounts:
         if not rows:
@@ -585,7 +573,18 @@ class _UpsertSql:
 
 
 _UPDATES = "ntx_rows_updated"
-_COUNT_UPDATE = f"UPDATE {_UPDATES} SET n = n + 1"  # in a TEMP trigger: the temp table
+
+
+def _count_updates(conn: sqlite3.Connection, upserts: Iterable[_UpsertSql]) -> None:
+    """Install the update counter on a newly opened read-write `conn`: one TEMP table and a
+    TEMP trigger per upserted table (they live and die with the connection)."""
+    conn.execute(f"CREATE TEMP TABLE {_UPDATES} (n INTEGER NOT NULL)")
+    conn.execute(f"INSERT INTO temp.{_UPDATES} VALUES (0)")
+    for upsert in upserts:  # a trigger body may not qualify names; temp is searched first
+        conn.execute(
+            f"CREATE TEMP TRIGGER ntx_count_{upsert.table}_updates"
+            f" AFTER UPDATE ON main.{upsert.table} BEGIN UPDATE {_UPDATES} SET n = n + 1; END"
+        )
 
 
 def _updates_so_far(conn: sqlite3.Connection) -> int:
