@@ -174,7 +174,9 @@ class Engine:
         """Stage one: the lists. Unknown symbols stop the run here, before any write."""
         await self._announce(COMPANIES.name, jobs=1, up_to_date=0)
         async with self._limiter:
-            result = await self._fetch(Job(COMPANIES.name))
+            meter = RequestMeter(self._throttle)
+            result = await self._fetch(Job(COMPANIES.name), meter)
+            await meter.rested()
         if not result.ok:
             raise ListsUnavailable(f"cannot fetch the security list: {result.error}")
         securities = [security_from_row(row) for row in result.rows]
@@ -242,23 +244,25 @@ class Engine:
         self, job: Job, slot: object, results: trio.MemorySendChannel[JobResult]
     ) -> None:
         try:
-            result = await self._fetch(job)
+            meter = RequestMeter(self._throttle)
+            result = await self._fetch(job, meter)
             # A finished job reaches the writer even if fetching is being interrupted; if
             # the writer itself is gone, the run is failing and its channel says so.
             with trio.CancelScope(shield=True), suppress(trio.BrokenResourceError):
                 await results.send(result)
+            await meter.rested()  # the slot's rest after the last request overlaps the above
         finally:
             self._limiter.release_on_behalf_of(slot)
 
-    async def _fetch(self, job: Job) -> JobResult:
+    async def _fetch(self, job: Job, meter: RequestMeter) -> JobResult:
         """One job, run while the caller holds a limiter slot: its requests (each through
-        the throttle), then wire to rows. A `FetchError` becomes a failed result."""
+        the throttle, paced by `meter`), then wire to rows. A `FetchError` becomes a failed
+        result. The caller waits for `meter.rested()` before giving the slot up."""
         spec = DATASETS[job.dataset]
         totals = self._totals[job.dataset]
         if totals.started_at is None:
             totals.started_at = trio.current_time()
         await self._events.send(JobStarted(job.dataset, job.label, job.ranges))
-        meter = RequestMeter(self._throttle)
         assert self._source is not None, "run() sets the source"
         try:
             wire = await spec.fetch(self._source.bind(meter), job)

@@ -1,12 +1,13 @@
 """Pacing of HTTP requests: the proactive throttle every worker obeys.
 
 `Throttle.request()` wraps exactly one HTTP request. When the request is over (answer read,
-or failed) the calling task sleeps `sleep` seconds before it may do anything else; since the
-caller holds its worker slot all the while, `workers` slots give at most
-workers / (latency + sleep) requests per second. `pause_for()` holds back every worker's next
-request (after a 429, or while the circuit breaker cools down). An `observer` (the `--sleep
-auto` controller) is told how each request went and may change `sleep` between requests. All
-timing goes through trio's clock.
+or failed) its worker slot rests `sleep` seconds: the slot sends no other request and is not
+given up until the rest is over, so `workers` slots give at most workers / (latency + sleep)
+requests per second. The task holding the slot may decode the answer and hand it on while the
+slot rests (a `Slot` keeps the rest); without a slot the calling task sleeps the rest itself.
+`pause_for()` holds back every worker's next request (after a 429, or while the circuit
+breaker cools down). An `observer` (the `--sleep auto` controller) is told how each request
+went and may change `sleep` between requests. All timing goes through trio's clock.
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ class TokenBucket:
         await trio.sleep_until(start)
 
 
+class Slot:
+    """The pace of one worker slot: when its rest after its last request is over."""
+
+    def __init__(self) -> None:
+        self.rested_at = -math.inf
+
+    async def rested(self) -> None:
+        """Returns once the slot's rest is over (at once if it has none)."""
+        await trio.sleep_until(self.rested_at)
+
+
 class Throttle:
     """The gate shared by all workers of a run; also counts requests and concurrency.
 
@@ -115,7 +127,11 @@ class Throttle:
         return trio.current_time() < self.resume_at
 
     @asynccontextmanager
-    async def request(self) -> AsyncIterator[None]:
+    async def request(self, slot: Slot | None = None) -> AsyncIterator[None]:
+        """One request of `slot`, sent once the slot has rested from its previous one; its own
+        rest starts when the request is over. Without a slot, the caller sleeps the rest."""
+        rest = slot or Slot()
+        await rest.rested()
         while True:
             while self.paused:  # a pause may be extended while we wait
                 await trio.sleep_until(self.resume_at)
@@ -137,17 +153,25 @@ class Throttle:
             self.in_flight -= 1
             if self.observer is not None and not isinstance(error, trio.Cancelled):
                 self.observer.answered(started, trio.current_time(), Outcome.of(error))
-            # After every request, failed or not, while the caller still holds its slot.
-            await trio.sleep(self.sleep)
+            # After every request, failed or not: the slot rests before it is used or given up.
+            rest.rested_at = trio.current_time() + self.sleep
+            if slot is None:
+                await rest.rested()
 
 
 class RequestMeter:
-    """A per-job view of a gate that counts the job's own requests and retries."""
+    """A per-job view of the throttle: counts the job's own requests and retries, and keeps
+    the pace of the worker slot the job runs in. The slot's holder must `await rested()`
+    before giving the slot up."""
 
-    def __init__(self, gate: RequestGate) -> None:
+    def __init__(self, gate: Throttle) -> None:
         self._gate = gate
+        self.slot = Slot()
         self.count = 0
         self.retries = 0
+
+    async def rested(self) -> None:
+        await self.slot.rested()
 
     def retried(self) -> None:
         self.retries += 1
@@ -155,4 +179,4 @@ class RequestMeter:
 
     def request(self) -> AbstractAsyncContextManager[None]:
         self.count += 1
-        return self._gate.request()
+        return self._gate.request(self.slot)

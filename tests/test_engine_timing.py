@@ -18,7 +18,7 @@ from ntx.events import Event
 from ntx.model import DateRange
 from ntx.sources.client import open_client
 from ntx.sources.nepse import NepseSource
-from ntx.throttle import Throttle
+from ntx.throttle import RequestMeter, Throttle
 from tests.helpers import TODAY, default_universe, mock_network
 
 
@@ -139,3 +139,33 @@ async def test_failed_requests_are_throttled_too_and_isolated(
     assert totals.failed == 1 and totals.done == len(default_universe(market)) - 1
     assert [f.label for f in summary.failures] == [market.by_id[victim].symbol]  # type: ignore[attr-defined]
     assert "HTTP 500" in summary.failures[0].reason  # type: ignore[attr-defined]
+
+
+async def test_work_after_an_answer_overlaps_the_slots_rest(mock_clock: MockClock) -> None:
+    """The slot rests `sleep` from each answer; what its job does meanwhile (decoding, handing
+    the rows on) does not add to the rest, but the slot is not free before the rest is over."""
+    throttle = Throttle(0.25)
+    meter = RequestMeter(throttle)
+    async with meter.request():
+        await trio.sleep(0.05)  # the request itself
+    answered = trio.current_time()
+    await trio.sleep(0.1)  # work on the answer
+    async with meter.request():
+        assert trio.current_time() == pytest.approx(answered + 0.25)
+        await trio.sleep(0.05)
+    answered = trio.current_time()
+    await trio.sleep(0.1)
+    await meter.rested()  # giving the slot up waits for the rest's remainder only
+    assert trio.current_time() == pytest.approx(answered + 0.25)
+    await trio.sleep(0.4)  # work longer than the rest: no wait at all
+    before = trio.current_time()
+    await meter.rested()
+    assert trio.current_time() == before
+    assert meter.count == 2 and throttle.requests == 2
+
+
+async def test_a_request_without_a_slot_sleeps_the_rest_itself(mock_clock: MockClock) -> None:
+    throttle = Throttle(0.25)
+    async with throttle.request():
+        await trio.sleep(0.05)
+    assert trio.current_time() == pytest.approx(0.3)
