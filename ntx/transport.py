@@ -1,32 +1,95 @@
-"""A lean HTTP/1.1 transport for httpx on trio: the network under every ntx request.
+"""HTTP exchanges on trio: the network under every ntx request.
 
-Why not httpx's default transport (httpcore): on every request its pool checks every idle
-connection for readability, one system call each, so the CPU a request costs grows with
-`--workers` (1.5 ms per request at 16 workers on the benchmark machine). Here an idle
-connection is taken from a last-in first-out stack: O(1), whatever the pool's size. The
-protocol itself is h11's (the same parser httpcore uses); TLS is trio's `SSLStream` over
-the context httpx would build (certificates verified unless told otherwise).
+`LeanTransport` is ntx's own HTTP/1.1 client, used for every request unless a proxy is in
+the way. Why not httpx's: on every request httpcore's pool checks every idle connection for
+readability, one system call each, so the CPU a request costs grows with `--workers` (1.5 ms
+per request at 16 workers on the benchmark machine); and building an `httpx.Request` and
+`httpx.Response` per request (URL parsing, header objects, streams) cost as much again as
+the exchange itself. Here an idle connection is taken from a last-in first-out stack, O(1)
+whatever the pool's size, and a request is a target string and a few header lines. The
+protocol itself is h11's (the parser httpcore uses); TLS is trio's `SSLStream` over the
+context httpx would build (certificates verified unless told otherwise).
+
+`HttpxExchange` carries the same requests over any httpx transport: httpx's own behind a
+proxy, `httpx.MockTransport` in tests.
 
 A reused keep-alive connection may have been closed by the server while it sat idle; that
 shows as a failure before the first byte of the answer, and the request is then sent once
-more on a new connection (ntx only sends GETs, which are safe to repeat). Any other failure
-raises the `httpx` exception httpx's own transport would (`ConnectError`, `ReadError`,
-`ConnectTimeout`, `ReadTimeout`, `RemoteProtocolError`, ...), so callers see one vocabulary.
+more on a new connection (ntx only sends GETs, which are safe to repeat). Other failures
+raise the `httpx` exception httpx's own transport would (`ConnectError`, `ReadError`,
+`ConnectTimeout`, `ReadTimeout`, `RemoteProtocolError`, ...), so callers see one vocabulary
+whichever exchange carried the request.
 """
 
 from __future__ import annotations
 
-import math
 import ssl
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
 
 import h11
 import httpx
 import trio
 
 RECEIVE_SIZE = 65536
+Header = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where requests go: scheme, host and port of an http:// or https:// URL."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http:// or https:// URL: {url!r}")
+        return cls(parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme])
+
+    @property
+    def host_header(self) -> bytes:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = self.port == _DEFAULT_PORTS[self.scheme]
+        return (host if default else f"{host}:{self.port}").encode("ascii")
+
+    def url(self, target: str) -> str:
+        """The absolute URL of `target` (a path with its query) at this origin."""
+        return f"{self.scheme}://{self.host_header.decode()}{target}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(slots=True)
+class Answer:
+    """One HTTP answer, read whole: its status, headers and body (content-decoded)."""
+
+    status_code: int
+    headers: list[tuple[str, str]]
+    content: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (any case), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), None)
+
+
+class Exchange(Protocol):
+    """Sends one GET and returns its whole answer; raises `httpx.HTTPError`s."""
+
+    async def get(
+        self, origin: Origin, target: str, headers: Sequence[Header], timeout: float
+    ) -> Answer: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -40,32 +103,31 @@ class _StaleConnection(Exception):
     """A reused connection failed before any of the answer arrived."""
 
 
-class LeanTransport(httpx.AsyncBaseTransport):
+class LeanTransport:
     """HTTP/1.1 keep-alive connections reused last-in first-out, at most `max_idle` kept.
 
-    Honours httpx's timeout extension: `connect` bounds connecting (with the TLS
-    handshake), `read` bounds the exchange from the first byte sent to the last byte of the
-    answer. The answer's body is read whole before this returns (ntx needs all of it).
+    `timeout` bounds connecting (with the TLS handshake), and separately the exchange from
+    the first byte sent to the last byte of the answer.
     """
 
     def __init__(self, *, verify: bool = True, max_idle: int = 64) -> None:
         self._verify = verify
         self._ssl_context: ssl.SSLContext | None = None
         self._max_idle = max_idle
-        self._idle: dict[tuple[bytes, bytes, int], list[_Connection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._closed = False
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
-        origin = (url.raw_scheme, url.raw_host, _port(url))
-        timeouts = request.extensions.get("timeout", {})
+    async def get(
+        self, origin: Origin, target: str, headers: Sequence[Header], timeout: float
+    ) -> Answer:
         idle = self._idle.setdefault(origin, [])
+        head = h11.Request(
+            method="GET", target=target, headers=[(b"Host", origin.host_header), *headers]
+        )
         while True:
-            connection = idle.pop() if idle else await self._connect(request, timeouts)
+            connection = idle.pop() if idle else await self._connect(origin, timeout)
             try:
-                status, headers, body = await self._exchange(connection, request, timeouts)
+                status, answer_headers, body = await self._exchange(connection, head, timeout)
             except _StaleConnection:
                 continue  # the server closed it while idle: once more, on the next one
             break
@@ -75,13 +137,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             idle.append(connection)
         else:
             await trio.aclose_forcefully(connection.stream)
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=httpx.ByteStream(body),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        texts = [
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in answer_headers
+        ]
+        answer = Answer(status, texts, b"")
+        answer.content = _decoded(body, answer.header("content-encoding"))
+        return answer
 
     async def aclose(self) -> None:
         self._closed = True
@@ -90,20 +151,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 await trio.aclose_forcefully(connection.stream)
         self._idle.clear()
 
-    async def _connect(self, request: httpx.Request, timeouts: dict[str, float]) -> _Connection:
-        url = request.url
-        host, port = url.host, _port(url)
+    async def _connect(self, origin: Origin, timeout: float) -> _Connection:
         try:
-            with _deadline(timeouts.get("connect"), httpx.ConnectTimeout, request):
-                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-                if url.scheme == "https":
+            with _deadline(timeout, httpx.ConnectTimeout):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(origin.host, origin.port)
+                if origin.scheme == "https":
                     tls = trio.SSLStream(
-                        stream, self._context(), server_hostname=host, https_compatible=True
+                        stream, self._context(), server_hostname=origin.host, https_compatible=True
                     )
                     await tls.do_handshake()
                     stream = tls
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(_reason(exc), request=request) from exc
+            raise httpx.ConnectError(_reason(exc)) from exc
         return _Connection(stream)
 
     def _context(self) -> ssl.SSLContext:
@@ -112,24 +171,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return self._ssl_context
 
     async def _exchange(
-        self, connection: _Connection, request: httpx.Request, timeouts: dict[str, float]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Send `request`, read its whole answer: (status, headers, body)."""
+        self, connection: _Connection, head: h11.Request, timeout: float
+    ) -> tuple[int, list[Header], bytes]:
+        """Send `head`, read its whole answer: (status, headers, body as sent)."""
         protocol = connection.protocol
         answered = False
         try:
-            with _deadline(timeouts.get("read"), httpx.ReadTimeout, request):
-                head = h11.Request(
-                    method=request.method, target=request.url.raw_path, headers=request.headers.raw
-                )
+            with _deadline(timeout, httpx.ReadTimeout):
                 data = protocol.send(head) or b""
-                async for chunk in request.stream:  # type: ignore[union-attr]
-                    if chunk:
-                        data += protocol.send(h11.Data(data=chunk)) or b""
                 data += protocol.send(h11.EndOfMessage()) or b""
                 await connection.stream.send_all(data)
                 response: h11.Response | None = None
-                body: list[bytes] = []
+                body = bytearray()
                 while True:
                     event = protocol.next_event()
                     if event is h11.NEED_DATA:
@@ -139,7 +192,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     elif isinstance(event, h11.Response):
                         response = event
                     elif isinstance(event, h11.Data):
-                        body.append(bytes(event.data))
+                        body += event.data
                     elif isinstance(event, h11.EndOfMessage):
                         break
                     elif isinstance(event, h11.ConnectionClosed):
@@ -151,14 +204,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if connection.reused and not answered and _is_connection_failure(exc):
                 raise _StaleConnection from exc
             if isinstance(exc, h11.RemoteProtocolError):
-                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+                raise httpx.RemoteProtocolError(str(exc)) from exc
             if isinstance(exc, h11.LocalProtocolError):
-                raise httpx.LocalProtocolError(str(exc), request=request) from exc
+                raise httpx.LocalProtocolError(str(exc)) from exc
             if isinstance(exc, OSError | trio.BrokenResourceError | ssl.SSLError):
-                raise httpx.ReadError(_reason(exc), request=request) from exc
+                raise httpx.ReadError(_reason(exc)) from exc
             raise
         assert response is not None
-        return response.status_code, list(response.headers), b"".join(body)
+        return response.status_code, list(response.headers), bytes(body)
 
     @staticmethod
     def _reusable(connection: _Connection) -> bool:
@@ -166,8 +219,50 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
 
 
-def _port(url: httpx.URL) -> int:
-    return url.port or (443 if url.scheme == "https" else 80)
+class HttpxExchange:
+    """The same GETs over any httpx transport (it decodes the body as httpx does)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def get(
+        self, origin: Origin, target: str, headers: Sequence[Header], timeout: float
+    ) -> Answer:
+        request = httpx.Request(
+            "GET",
+            origin.url(target),
+            headers=list(headers),
+            extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+        )
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return Answer(response.status_code, list(response.headers.items()), response.content)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+def _decoded(body: bytes, encoding: str | None) -> bytes:
+    """`body` without its Content-Encoding (gzip or deflate, the ones ntx asks for)."""
+    if not encoding or encoding.strip().lower() == "identity":
+        return body
+    try:
+        for coding in reversed([part.strip().lower() for part in encoding.split(",")]):
+            if coding in ("gzip", "x-gzip"):
+                body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+            elif coding == "deflate":
+                try:  # zlib-wrapped, as the standard says; raw deflate, as some servers send
+                    body = zlib.decompress(body)
+                except zlib.error:
+                    body = zlib.decompress(body, -zlib.MAX_WBITS)
+            elif coding != "identity":
+                raise httpx.DecodingError(f"unsupported content encoding {coding!r}")
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"the answer's {encoding} body is corrupt ({exc})") from exc
+    return body
 
 
 def _reason(exc: BaseException) -> str:
@@ -186,12 +281,10 @@ def _is_connection_failure(exc: BaseException) -> bool:
 
 
 @contextmanager
-def _deadline(
-    seconds: float | None, error: type[httpx.TimeoutException], request: httpx.Request
-) -> Iterator[None]:
-    """`trio.fail_after(seconds)` raising httpx's `error`; no limit when seconds is None."""
+def _deadline(seconds: float, error: type[httpx.TimeoutException]) -> Iterator[None]:
+    """`trio.fail_after(seconds)` raising httpx's `error` instead of trio's."""
     try:
-        with trio.fail_after(math.inf if seconds is None else seconds):
+        with trio.fail_after(seconds):
             yield
     except trio.TooSlowError as exc:
-        raise error("timed out", request=request) from exc
+        raise error("timed out") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import trustme
 from trio.testing import MockClock
 
 from ntx.sources.client import ApiClient, environment_proxy, open_client
+from ntx.transport import Origin
 
 Answer = Callable[[int], tuple[bytes, bool]]  # request number -> (bytes to write, close after)
 
@@ -36,6 +38,7 @@ class ScriptedServer:
     connections: int = 0
     requests: int = 0
     targets: list[str] = field(default_factory=list)
+    heads: list[bytes] = field(default_factory=list)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         self.connections += 1
@@ -49,6 +52,7 @@ class ScriptedServer:
                     buffer += data
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 self.targets.append(head.split(b" ")[1].decode())
+                self.heads.append(head)
                 self.requests += 1
                 data, close = self.reply(self.requests)
                 if data:
@@ -116,6 +120,11 @@ CHUNKED = (
 )
 UNTIL_CLOSE = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n[5,6]"
 GZIPPED = answer(gzip.compress(b"[7,8]"), headers=b"content-encoding: gzip\r\n")
+DEFLATED = answer(zlib.compress(b"[9]"), headers=b"content-encoding: deflate\r\n")
+_raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+RAW_DEFLATED = answer(
+    _raw.compress(b"[10]") + _raw.flush(), headers=b"content-encoding: deflate\r\n"
+)
 RETRY_LATER = answer(b"{}", status="429 Too Many Requests", headers=b"retry-after: 3\r\n")
 
 
@@ -125,9 +134,11 @@ RETRY_LATER = answer(b"{}", status="429 Too Many Requests", headers=b"retry-afte
         (CHUNKED, False, 200, b"[1,2,3,4]"),
         (UNTIL_CLOSE, True, 200, b"[5,6]"),
         (GZIPPED, False, 200, b"[7,8]"),
+        (DEFLATED, False, 200, b"[9]"),
+        (RAW_DEFLATED, False, 200, b"[10]"),
         (RETRY_LATER, False, 429, b"{}"),
     ],
-    ids=["chunked", "until-close", "gzip", "429"],
+    ids=["chunked", "until-close", "gzip", "deflate", "raw-deflate", "429"],
 )
 async def test_every_http11_body_framing_is_read_whole(
     raw: bytes, close: bool, status: int, body: bytes
@@ -137,8 +148,46 @@ async def test_every_http11_body_framing_is_read_whole(
             response = await api.get("/api/x")
             assert (response.status_code, response.content) == (status, body)
         if status == 429:
-            assert response.headers["Retry-After"] == "3"
+            assert response.header("Retry-After") == "3"
     assert server.connections == (3 if close else 1)
+
+
+async def test_a_corrupt_compressed_body_is_a_decoding_error() -> None:
+    corrupt = answer(b"\x1f\x8b not gzip at all", headers=b"content-encoding: gzip\r\n")
+    async with serving(lambda n: (corrupt, False)) as (url, _), client(url) as api:
+        with pytest.raises(httpx.DecodingError, match="gzip"):
+            await api.get("/api/x")
+
+
+async def test_the_request_names_its_host_and_asks_for_json() -> None:
+    async with (
+        serving(lambda n: (answer(b"[]"), False)) as (url, server),
+        client(f"{url}/b/") as api,
+    ):
+        await api.get("/api/x", {"a": "b c"})
+    request_line, *lines = server.heads[0].decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, value in (h.split(":", 1) for h in lines)}
+    assert request_line == "GET /b/api/x?a=b+c HTTP/1.1"
+    assert headers["host"] == url.removeprefix("http://")
+    assert headers["accept"] == "application/json"
+    assert headers["accept-encoding"] == "gzip, deflate"
+    assert headers["user-agent"].startswith("ntx/")
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "header"),
+    [
+        ("http://api.example", "api.example", 80, "api.example"),
+        ("https://api.example/base", "api.example", 443, "api.example"),
+        ("http://api.example:8080", "api.example", 8080, "api.example:8080"),
+        ("https://[::1]:8443", "::1", 8443, "[::1]:8443"),
+        ("http://[::1]", "::1", 80, "[::1]"),
+    ],
+)
+def test_an_origin_and_its_host_header(url: str, host: str, port: int, header: str) -> None:
+    origin = Origin.of(url)
+    assert (origin.host, origin.port, origin.host_header) == (host, port, header.encode())
+    assert origin.url("/x?y=1") == f"{origin.scheme}://{header}/x?y=1"
 
 
 async def test_an_answer_cut_short_is_an_error_and_not_sent_again() -> None:

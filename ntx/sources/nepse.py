@@ -124,9 +124,7 @@ class NepseSource:
                 reason = str(exc) or type(exc).__name__
                 raise TransportError(f"{_describe(exc)} {self._url(path)} ({reason})") from exc
             if response.status_code != 200:  # inside the gate, which paces by the status
-                raise HttpStatusError(
-                    response.status_code, path, response.headers.get("Retry-After")
-                )
+                raise HttpStatusError(response.status_code, path, response.header("Retry-After"))
         return shape(decode_json(response.content, path), path)
 
     def _url(self, path: str) -> str:
