@@ -2,9 +2,9 @@
 exchange that carries it (`ntx.transport.LeanTransport` unless told otherwise).
 
 An API needs none of `httpx.AsyncClient`'s cookies, auth or redirects; skipping them, and
-httpx's request and response objects, makes a request cost a third of the CPU. Any httpx
-transport still fits (through `HttpxExchange`), which is how tests put an
-`httpx.MockTransport` where the network would be.
+httpx's request and response objects, saves most of the CPU the HTTP layer cost per
+request. Any httpx transport still fits (through `HttpxExchange`), which is how tests put
+an `httpx.MockTransport` where the network would be.
 """
 
 from __future__ import annotations
