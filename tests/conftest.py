@@ -5,11 +5,19 @@ from functools import partial
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 from ntx.demo.app import DemoApp
 from ntx.demo.market import Market
 from ntx.demo.server import serve
 from tests.helpers import TODAY, RecordingApp
+
+
+@pytest.fixture
+def mock_clock() -> MockClock:
+    """trio's MockClock jumping ahead whenever every task waits: timing tests run exactly,
+    without real sleeping (pytest-trio runs a test under the clock it is given)."""
+    return MockClock(autojump_threshold=0)
 
 
 @pytest.fixture

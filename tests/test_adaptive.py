@@ -30,11 +30,6 @@ from tests.helpers import TODAY, default_universe, expected_tables, table
 DATASETS = ("reports", "dividends", "ownership")
 
 
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 class HiddenLimit:
     """A server-side limit written apart from ntx's own bucket: `rate` tokens a second, at
     most `rate` stored; a request finding no token is answered 429, Retry-After in seconds."""

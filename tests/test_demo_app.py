@@ -14,11 +14,6 @@ from ntx.demo.app import DemoApp
 from ntx.demo.market import Market
 
 
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 async def answered_after(app: DemoApp) -> float:
     """Seconds from calling the app to the start of its answer."""
     started = trio.current_time()

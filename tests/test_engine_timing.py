@@ -22,11 +22,6 @@ from ntx.throttle import RequestMeter, Throttle
 from tests.helpers import TODAY, default_universe, mock_network
 
 
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 def gaps_between(log: list[tuple[float, float]]) -> list[float]:
     """Idle time between each answer and the next request."""
     return [start - prev_end for (_, prev_end), (start, _) in pairwise(log)]

@@ -7,7 +7,6 @@ import json
 from datetime import date
 from pathlib import Path
 
-import pytest
 import trio
 from rich.console import Console
 from trio.testing import MockClock
@@ -28,11 +27,6 @@ from ntx.events import (
 )
 from ntx.model import DateRange, WriteCounts
 from ntx.progress import JsonRenderer, PlainRenderer, RichRenderer, format_duration
-
-
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
 
 
 async def feed(renderer: PlainRenderer | RichRenderer) -> None:

@@ -23,11 +23,6 @@ from tests.helpers import (
 )
 
 
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 async def test_bucket_keeps_the_rate_after_a_burst_of_workers(mock_clock: MockClock) -> None:
     rate, workers, per_worker = 10.0, 8, 25
     throttle = Throttle(0.0, TokenBucket(rate, burst=workers))

@@ -17,12 +17,6 @@ from ntx.sources.client import open_client
 from ntx.sources.nepse import NepseSource
 from ntx.throttle import RequestMeter, Throttle
 
-
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 DETAIL = {
     "stockListedShares": 1e6,
     "paidUpCapital": 1e8,

@@ -211,11 +211,6 @@ async def test_nothing_listening_is_a_connect_error() -> None:
                 await api.get("/api/x")  # why, not only trio's "all attempts ... failed"
 
 
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 async def test_a_server_that_never_answers_times_out_after_the_limit(mock_clock: MockClock) -> None:
     async with (
         serving(lambda n: (b"", False)) as (url, _),

@@ -16,11 +16,6 @@ from ntx.store import Store
 from ntx.writer import Writer
 
 
-@pytest.fixture
-def mock_clock() -> MockClock:
-    return MockClock(autojump_threshold=0)
-
-
 def price_result(security_id: int, count: int, first: date = date(2020, 1, 1)) -> JobResult:
     sec = Security(security_id, f"S{security_id}")
     rows = [
