@@ -68,7 +68,7 @@ class DemoApp:
         self.requests += 1
         arrived = trio.current_time()
         if self._bucket is not None:
-            wait = self._bucket.wait_needed(trio.current_time())
+            wait = self._bucket.wait_needed(arrived)
             if wait > 0:
                 self.limited += 1
                 await trio.sleep_until(arrived + self.latency)
@@ -77,7 +77,7 @@ class DemoApp:
                     send, 429, b'{"message":"Too Many Requests"}', [(b"retry-after", retry_after)]
                 )
                 return
-            self._bucket.admit(trio.current_time())
+            self._bucket.admit(arrived)
         status, body = self.answer(scope["method"], scope["path"], scope.get("query_string", b""))
         payload = encode(body)
         await trio.sleep_until(arrived + self.latency)  # the work so far is part of the latency
