@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -271,7 +271,6 @@ class Store:
             conn.execute("PRAGMA synchronous = NORMAL")
             store = cls(conn, path)
             store._migrate()
-            _count_updates(conn, store._upserts.values())
         except sqlite3.Error as exc:
             raise StoreError(f"database {path}: {exc}") from exc
         return store
@@ -447,7 +446,7 @@ class Store:
                     sec_id = job.security.id if job.security else LIST_LEVEL
                     written = WriteCounts()
                     if result.ok:
-                        written = self._upserts[job.dataset].run(conn, result.rows)
+                        written = self._upserts[job.dataset].run(conn, result.rows, sec_id)
                         covers = job.covers
                         conn.execute(
                             """
@@ -544,8 +543,10 @@ class _UpsertSql:
 
     `INSERT ... ON CONFLICT DO UPDATE ... WHERE <a value differs>`: a new key is inserted, a
     changed row rewritten, an unchanged row left alone (never written). SQLite counts inserts
-    and updates together; a TEMP trigger (on this connection only, nothing in the file)
-    counts the updates, which are rare, so telling them apart costs nothing per new row.
+    and updates together (`rowcount`); the new ones are the growth of the rows in the job's
+    scope (its security's rows, or the whole table for a list), counted before and after on
+    the primary key's index. Rows are never deleted, so the growth is exact. (A TEMP trigger
+    counting updates did the same job, but its presence slowed every insert by 10 to 40%.)
     """
 
     def __init__(self, spec: Dataset) -> None:
@@ -561,31 +562,17 @@ class _UpsertSql:
             self._sql = f"{insert} DO UPDATE SET {changes} WHERE {differs}"
         else:
             self._sql = f"{insert} DO NOTHING"
-        self.table = spec.table
-
-    def run(self, conn: sqlite3.Connection, rows: Sequence[Row]) -> WriteCounts:
-        if not rows:
-            return WriteCounts()
-        before = _updates_so_far(conn)
-        changed = conn.executemany(self._sql, rows).rowcount
-        updated = _updates_so_far(conn) - before
-        return WriteCounts(new=changed - updated, updated=updated, unchanged=len(rows) - changed)
-
-
-_UPDATES = "ntx_rows_updated"
-
-
-def _count_updates(conn: sqlite3.Connection, upserts: Iterable[_UpsertSql]) -> None:
-    """Install the update counter on a newly opened read-write `conn`: one TEMP table and a
-    TEMP trigger per upserted table (they live and die with the connection)."""
-    conn.execute(f"CREATE TEMP TABLE {_UPDATES} (n INTEGER NOT NULL)")
-    conn.execute(f"INSERT INTO temp.{_UPDATES} VALUES (0)")
-    for upsert in upserts:  # a trigger body may not qualify names; temp is searched first
-        conn.execute(
-            f"CREATE TEMP TRIGGER ntx_count_{upsert.table}_updates"
-            f" AFTER UPDATE ON main.{upsert.table} BEGIN UPDATE {_UPDATES} SET n = n + 1; END"
+        self._per_security = spec.per_security
+        self._count_sql = f"SELECT count(*) FROM {spec.table}" + (
+            " WHERE security_id = ?" if spec.per_security else ""
         )
 
-
-def _updates_so_far(conn: sqlite3.Connection) -> int:
-    return int(conn.execute(f"SELECT n FROM temp.{_UPDATES}").fetchone()[0])
+    def run(self, conn: sqlite3.Connection, rows: Sequence[Row], security_id: int) -> WriteCounts:
+        """Upsert `rows`, all of them `security_id`'s if the dataset is per security."""
+        if not rows:
+            return WriteCounts()
+        scope = (security_id,) if self._per_security else ()
+        before = conn.execute(self._count_sql, scope).fetchone()[0]
+        changed = conn.executemany(self._sql, rows).rowcount
+        new = conn.execute(self._count_sql, scope).fetchone()[0] - before
+        return WriteCounts(new=new, updated=changed - new, unchanged=len(rows) - changed)
