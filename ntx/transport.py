@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ssl
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -86,11 +86,24 @@ def _first(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((value for key, value in headers if key.lower() == wanted), None)
 
 
+BodySink = Callable[[bytes], None]
+
+
 class Exchange(Protocol):
-    """Sends one GET and returns its whole answer; raises `httpx.HTTPError`s."""
+    """Sends one GET and returns its answer; raises `httpx.HTTPError`s.
+
+    With a `sink`, a 200 answer's body goes to it piece by piece as it arrives (decoded),
+    and the `Answer` holds no content; other answers are read whole either way. Whatever
+    the sink raises ends the exchange and is raised as it is.
+    """
 
     async def get(
-        self, origin: Origin, target: str, headers: Sequence[Header], timeout: float
+        self,
+        origin: Origin,
+        target: str,
+        headers: Sequence[Header],
+        timeout: float,
+        sink: BodySink | None = None,
     ) -> Answer: ...
 
     async def aclose(self) -> None: ...
@@ -122,7 +135,12 @@ class LeanTransport:
         self._closed = False
 
     async def get(
-        self, origin: Origin, target: str, headers: Sequence[Header], timeout: float
+        self,
+        origin: Origin,
+        target: str,
+        headers: Sequence[Header],
+        timeout: float,
+        sink: BodySink | None = None,
     ) -> Answer:
         idle = self._idle.setdefault(origin, [])
         head = h11.Request(
@@ -131,7 +149,7 @@ class LeanTransport:
         while True:
             connection = idle.pop() if idle else await self._connect(origin, timeout)
             try:
-                status, answer_headers, body = await self._exchange(connection, head, timeout)
+                status, texts, body = await self._exchange(connection, head, timeout, sink)
             except _StaleConnection:
                 continue  # the server closed it while idle: once more, on the next one
             break
@@ -141,10 +159,7 @@ class LeanTransport:
             idle.append(connection)
         else:
             await trio.aclose_forcefully(connection.stream)
-        texts = [
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in answer_headers
-        ]
-        return Answer(status, texts, _decoded(body, _first(texts, "content-encoding")))
+        return Answer(status, texts, body)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -173,9 +188,10 @@ class LeanTransport:
         return self._ssl_context
 
     async def _exchange(
-        self, connection: _Connection, head: h11.Request, timeout: float
-    ) -> tuple[int, list[Header], bytes]:
-        """Send `head`, read its whole answer: (status, headers, body as sent)."""
+        self, connection: _Connection, head: h11.Request, timeout: float, sink: BodySink | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send `head`, read its answer: (status, headers, body decoded, unless it went to
+        `sink`)."""
         protocol = connection.protocol
         answered = False
         try:
@@ -183,8 +199,11 @@ class LeanTransport:
                 data = protocol.send(head) or b""
                 data += protocol.send(h11.EndOfMessage()) or b""
                 await connection.stream.send_all(data)
-                response: h11.Response | None = None
+                status = 0
+                texts: list[tuple[str, str]] = []
                 body = bytearray()
+                decoder = _Decoder(None)
+                streaming = False
                 while True:
                     event = protocol.next_event()
                     if event is h11.NEED_DATA:
@@ -192,16 +211,33 @@ class LeanTransport:
                         answered = answered or bool(received)
                         protocol.receive_data(bytes(received))
                     elif isinstance(event, h11.Response):
-                        response = event
+                        status = event.status_code
+                        texts = [
+                            (name.decode("latin-1"), value.decode("latin-1"))
+                            for name, value in event.headers
+                        ]
+                        decoder = _Decoder(_first(texts, "content-encoding"))
+                        streaming = sink is not None and status == 200
                     elif isinstance(event, h11.Data):
-                        body += event.data
+                        if streaming:
+                            assert sink is not None
+                            for piece in decoder.decode(event.data):
+                                sink(piece)
+                        else:
+                            body += event.data
                     elif isinstance(event, h11.EndOfMessage):
                         break
                     elif isinstance(event, h11.ConnectionClosed):
                         raise h11.RemoteProtocolError("connection closed before the answer")
+                if streaming:
+                    assert sink is not None
+                    for piece in decoder.decode(b"", last=True):
+                        sink(piece)
+                    return status, texts, b""
+                return status, texts, b"".join(decoder.decode(bytes(body), last=True))
         except BaseException as exc:
             await trio.aclose_forcefully(connection.stream)
-            if isinstance(exc, trio.Cancelled | httpx.TimeoutException):
+            if isinstance(exc, trio.Cancelled | httpx.TimeoutException | httpx.DecodingError):
                 raise
             if connection.reused and not answered and _is_connection_failure(exc):
                 raise _StaleConnection from exc
@@ -212,8 +248,6 @@ class LeanTransport:
             if isinstance(exc, OSError | trio.BrokenResourceError | ssl.SSLError):
                 raise httpx.ReadError(_reason(exc)) from exc
             raise
-        assert response is not None
-        return response.status_code, list(response.headers), bytes(body)
 
     @staticmethod
     def _reusable(connection: _Connection) -> bool:
@@ -228,7 +262,12 @@ class HttpxExchange:
         self._transport = transport
 
     async def get(
-        self, origin: Origin, target: str, headers: Sequence[Header], timeout: float
+        self,
+        origin: Origin,
+        target: str,
+        headers: Sequence[Header],
+        timeout: float,
+        sink: BodySink | None = None,
     ) -> Answer:
         request = httpx.Request(
             "GET",
@@ -237,34 +276,89 @@ class HttpxExchange:
             extensions={"timeout": httpx.Timeout(timeout).as_dict()},
         )
         response = await self._transport.handle_async_request(request)
+        headers_read = list(response.headers.items())
         try:
+            if sink is not None and response.status_code == 200:
+                async for piece in response.aiter_bytes():
+                    sink(piece)
+                return Answer(response.status_code, headers_read, b"")
             await response.aread()
         finally:
             await response.aclose()
-        return Answer(response.status_code, list(response.headers.items()), response.content)
+        return Answer(response.status_code, headers_read, response.content)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
 
-def _decoded(body: bytes, encoding: str | None) -> bytes:
-    """`body` without its Content-Encoding (gzip or deflate, the ones ntx asks for)."""
-    if not encoding or encoding.strip().lower() == "identity":
-        return body
-    try:
-        for coding in reversed([part.strip().lower() for part in encoding.split(",")]):
+PIECE_SIZE = 65536  # the most a compressed piece decodes to at once
+
+
+class _Decoder:
+    """Undoes a Content-Encoding (gzip or deflate, the ones ntx asks for, in any chain) piece
+    by piece, each decoded piece at most `PIECE_SIZE` bytes however well the body compressed.
+    Raises `httpx.DecodingError` on an unknown coding or a corrupt or truncated body."""
+
+    def __init__(self, encoding: str | None) -> None:
+        self._encoding = encoding
+        self._steps: list[_Inflate] = []
+        for coding in reversed([part.strip().lower() for part in (encoding or "").split(",")]):
             if coding in ("gzip", "x-gzip"):
-                body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
+                self._steps.append(_Inflate(16 + zlib.MAX_WBITS))
             elif coding == "deflate":
-                try:  # zlib-wrapped, as the standard says; raw deflate, as some servers send
-                    body = zlib.decompress(body)
-                except zlib.error:
-                    body = zlib.decompress(body, -zlib.MAX_WBITS)
-            elif coding != "identity":
+                self._steps.append(_Inflate(zlib.MAX_WBITS, raw_fallback=True))
+            elif coding not in ("identity", ""):
                 raise httpx.DecodingError(f"unsupported content encoding {coding!r}")
-    except zlib.error as exc:
-        raise httpx.DecodingError(f"the answer's {encoding} body is corrupt ({exc})") from exc
-    return body
+
+    def decode(self, data: bytes, *, last: bool = False) -> Iterator[bytes]:
+        """What the piece `data` decodes to; with `last`, the body ends with it and must be
+        complete."""
+        pieces: Iterator[bytes] = iter((data,))
+        for step in self._steps:
+            pieces = step.run(pieces, last)
+        try:
+            yield from pieces
+        except zlib.error as exc:
+            raise httpx.DecodingError(
+                f"the answer's {self._encoding} body is corrupt ({exc})"
+            ) from exc
+
+
+class _Inflate:
+    """One zlib stream, fed in pieces. `raw_fallback`: a deflate body that is not
+    zlib-wrapped (as the standard says) is raw deflate (as some servers send)."""
+
+    def __init__(self, wbits: int, raw_fallback: bool = False) -> None:
+        self._inflater = zlib.decompressobj(wbits)
+        self._start: bytes | None = b"" if raw_fallback else None  # held until it is known
+
+    def run(self, pieces: Iterator[bytes], last: bool) -> Iterator[bytes]:
+        for data in pieces:
+            yield from self._inflate(data)
+        if last:
+            if self._start:
+                yield from self._inflate(b"", force=True)
+            yield self._inflater.flush()
+            if not self._inflater.eof:
+                raise zlib.error("incomplete or truncated stream")
+
+    def _inflate(self, data: bytes, force: bool = False) -> Iterator[bytes]:
+        if self._start is not None:
+            data = self._start + data
+            if len(data) < 2 and not force:
+                self._start = data  # the first two bytes tell zlib-wrapped from raw
+                return
+            self._start = None
+            try:
+                first = self._inflater.decompress(data, PIECE_SIZE)
+            except zlib.error:
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            else:
+                yield first
+                data = self._inflater.unconsumed_tail
+        while data:
+            yield self._inflater.decompress(data, PIECE_SIZE)
+            data = self._inflater.unconsumed_tail
 
 
 def _reason(exc: BaseException) -> str:

@@ -152,11 +152,80 @@ async def test_every_http11_body_framing_is_read_whole(
     assert server.connections == (3 if close else 1)
 
 
-async def test_a_corrupt_compressed_body_is_a_decoding_error() -> None:
-    corrupt = answer(b"\x1f\x8b not gzip at all", headers=b"content-encoding: gzip\r\n")
+@pytest.mark.parametrize(
+    ("raw", "close", "status", "body"),
+    [
+        (CHUNKED, False, 200, b"[1,2,3,4]"),
+        (UNTIL_CLOSE, True, 200, b"[5,6]"),
+        (GZIPPED, False, 200, b"[7,8]"),
+        (DEFLATED, False, 200, b"[9]"),
+        (RAW_DEFLATED, False, 200, b"[10]"),
+        (RETRY_LATER, False, 429, b"{}"),
+    ],
+    ids=["chunked", "until-close", "gzip", "deflate", "raw-deflate", "429"],
+)
+async def test_a_sink_gets_a_200_body_in_pieces_and_nothing_else(
+    raw: bytes, close: bool, status: int, body: bytes
+) -> None:
+    async with serving(lambda n: (raw, close)) as (url, _), client(url) as api:
+        for _ in range(2):
+            pieces: list[bytes] = []
+            response = await api.get("/api/x", sink=pieces.append)
+            assert response.status_code == status
+            if status == 200:
+                assert (b"".join(pieces), response.content) == (body, b"")
+                assert len([piece for piece in pieces if piece]) >= (2 if raw is CHUNKED else 1)
+            else:
+                assert (pieces, response.content) == ([], body)
+
+
+async def test_a_large_gzipped_body_reaches_the_sink_in_many_pieces() -> None:
+    body = b"[" + b",".join(b'{"n": %d}' % n for n in range(50_000)) + b"]"
+    raw = answer(gzip.compress(body), headers=b"content-encoding: gzip\r\n")
+    async with serving(lambda n: (raw, False)) as (url, _), client(url) as api:
+        pieces: list[bytes] = []
+        await api.get("/api/x", sink=pieces.append)
+    assert b"".join(pieces) == body
+    assert max(len(piece) for piece in pieces) < len(body) // 4
+
+
+async def test_what_the_sink_raises_ends_the_exchange_and_the_connection() -> None:
+    def refuse(piece: bytes) -> None:
+        raise ValueError("not wanted")
+
+    async with serving(lambda n: (answer(b"[1]"), False)) as (url, server), client(url) as api:
+        with pytest.raises(ValueError, match="not wanted"):
+            await api.get("/api/x", sink=refuse)
+        assert (await api.get("/api/x")).content == b"[1]"
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("sink", [None, [].append], ids=["whole", "sink"])
+@pytest.mark.parametrize(
+    "body",
+    [b"\x1f\x8b not gzip at all", gzip.compress(bytes(range(256)) * 40)[:-20]],
+    ids=["corrupt", "truncated"],
+)
+async def test_a_corrupt_compressed_body_is_a_decoding_error(
+    body: bytes, sink: Callable[[bytes], None] | None
+) -> None:
+    corrupt = answer(body, headers=b"content-encoding: gzip\r\n")
     async with serving(lambda n: (corrupt, False)) as (url, _), client(url) as api:
         with pytest.raises(httpx.DecodingError, match="gzip"):
-            await api.get("/api/x")
+            await api.get("/api/x", sink=sink)
+
+
+async def test_an_httpx_transport_feeds_a_sink_too() -> None:
+    body = b'[{"a": 1}]'
+    mock = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, content=gzip.compress(body), headers={"content-encoding": "gzip"}
+        )
+    )
+    async with open_client("http://api.test", workers=1, timeout=5, transport=mock) as api:
+        pieces: list[bytes] = []
+        response = await api.get("/x", sink=pieces.append)
+    assert (b"".join(pieces), response.content) == (body, b"")
 
 
 async def test_the_request_names_its_host_and_asks_for_json() -> None:

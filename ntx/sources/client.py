@@ -17,7 +17,7 @@ from urllib.request import getproxies_environment, proxy_bypass
 import httpx
 
 from ntx import __version__
-from ntx.transport import Answer, Exchange, HttpxExchange, LeanTransport, Origin
+from ntx.transport import Answer, BodySink, Exchange, HttpxExchange, LeanTransport, Origin
 
 
 def open_client(
@@ -75,10 +75,16 @@ class ApiClient:
         """The absolute URL of `path` (already URL-encoded) with `params` as its query."""
         return f"{self.base_url}{path}{_query(params)}"
 
-    async def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Answer:
-        """The answer to one GET, its body read whole. Raises `httpx.HTTPError`s."""
+    async def get(
+        self,
+        path: str,
+        params: Mapping[str, str | int] | None = None,
+        sink: BodySink | None = None,
+    ) -> Answer:
+        """The answer to one GET, its body read whole, or for a 200 answer given to `sink`
+        piece by piece if there is one (see `Exchange`). Raises `httpx.HTTPError`s."""
         target = f"{self._prefix}{path}{_query(params)}"
-        return await self._exchange.get(self._origin, target, self._headers, self._timeout)
+        return await self._exchange.get(self._origin, target, self._headers, self._timeout, sink)
 
     async def aclose(self) -> None:
         await self._exchange.aclose()
