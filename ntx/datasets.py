@@ -1,5 +1,5 @@
 """One declarative spec per dataset: its table and key, how its jobs are planned, and how the
-source's answers become rows. Nothing here talks to the network or the database; the engine
+source's answers become rows. Nothing here talks to the network or the run's database; the engine
 runs every dataset through the same pipeline.
 
 Adding a dataset means adding a `Dataset` here and its table in a store migration.
@@ -8,14 +8,15 @@ Adding a dataset means adding a `Dataset` here and its table in a store migratio
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import wraps
 from typing import Any
 
-from ntx.errors import MalformedResponse, UsageError
-from ntx.model import DateRange, Job, Row, Security
+from ntx.errors import MalformedResponse
+from ntx.lists import Listing, ListStage
+from ntx.model import DateRange, Job, Row, Rows, Security
 from ntx.sources import Source, Wire
 
 
@@ -35,10 +36,11 @@ class Dataset:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     fetch: Callable[[Source, Job], Awaitable[Any]]
-    to_rows: Callable[[Any, Job], list[Row]]
+    to_rows: Callable[[Any, Job], Rows]
     check: Callable[[Row, Job], str | None] = lambda row, job: None
     ranged: bool = False
     per_security: bool = True
+    checked_when_staged: bool = False  # rows checked on their way in (the lists): kept as they are
 
     def broken_rule(self, row: Row, job: Job) -> str | None:
         """The rule a row breaks, or None: every number finite, then the dataset's own rules."""
@@ -47,8 +49,10 @@ class Dataset:
                 return f"{name} is not a finite number"
         return self.check(row, job)
 
-    def split_valid(self, rows: list[Row], job: Job) -> tuple[list[Row], list[tuple[Row, str]]]:
+    def split_valid(self, rows: Rows, job: Job) -> tuple[Rows, list[tuple[Row, str]]]:
         """The rows to store, and the others with the rule each breaks."""
+        if self.checked_when_staged:
+            return rows, []
         valid: list[Row] = []
         invalid: list[tuple[Row, str]] = []
         for row in rows:
@@ -120,44 +124,21 @@ def _unique_by_key(rows: Iterable[Row], key_width: int) -> list[Row]:
 # ---------------------------------------------------------------- companies (the lists)
 
 
-async def _fetch_lists(source: Source, job: Job) -> tuple[list[Wire], list[Wire]]:
-    return await source.companies(), await source.securities()
+async def _fetch_lists(source: Source, job: Job) -> Listing:
+    """Both lists, streamed into a scratch file and joined there (see `ntx.lists`); the
+    caller closes the `Listing` (which deletes the file)."""
+    stage = ListStage()
+    try:
+        await source.companies(stage.companies)
+        await source.securities(stage.securities)
+        return stage.listing()
+    except BaseException:
+        stage.close()
+        raise
 
 
-@_shape_checked
-def _securities_rows(wire: tuple[list[Wire], list[Wire]], job: Job) -> list[Row]:
-    """Join the company list and the security list by symbol; one row per security id."""
-    companies, securities = wire
-    company_by_symbol = {c["symbol"]: c for c in companies}
-    rows = []
-    for sec in securities:
-        company = company_by_symbol.get(sec["symbol"], {})
-        sec_id = sec["id"]
-        if isinstance(sec_id, bool) or not isinstance(sec_id, int):
-            raise ValueError(f"security id {sec_id!r} is not an integer")
-        rows.append(
-            (
-                sec_id,
-                _text(sec["symbol"]),
-                _text(company.get("companyName") or sec.get("securityName")),
-                _text(company.get("sectorName")),
-                _text(company.get("instrumentType")),
-                _text(company.get("status") or sec.get("activeStatus")),
-                _text(sec.get("securityName")),
-                company.get("id"),
-                _text(company.get("companyEmail")),
-                _text(company.get("website")),
-                _text(company.get("regulatoryBody")),
-            )
-        )
-    return rows
-
-
-def security_from_row(row: Row) -> Security:
-    """A `Security` from a row of the securities table (columns in `COMPANIES` order)."""
-    return Security(
-        id=row[0], symbol=row[1], name=row[2], sector=row[3], instrument_type=row[4], status=row[5]
-    )
+def _listing_rows(listing: Listing, job: Job) -> Listing:
+    return listing  # read lazily by the writer, checked as they were staged
 
 
 # ---------------------------------------------------------------- prices
@@ -356,8 +337,9 @@ COMPANIES = Dataset(
     ),
     key=("id",),
     fetch=_fetch_lists,
-    to_rows=_securities_rows,
+    to_rows=_listing_rows,
     per_security=False,
+    checked_when_staged=True,
 )
 
 PRICES = Dataset(
@@ -438,36 +420,6 @@ PER_SECURITY = tuple(name for name, spec in DATASETS.items() if spec.per_securit
 
 
 # ---------------------------------------------------------------- universe and planning
-
-DEFAULT_INSTRUMENT = "Equity"
-ACTIVE = "A"
-
-
-def select_universe(
-    securities: Sequence[Security], symbols: Sequence[str], all_instruments: bool
-) -> list[Security]:
-    """The securities a run covers, sorted by symbol.
-
-    Named `symbols` (case-insensitive) are taken exactly, and every one must exist; otherwise
-    every listed security, or by default the active equities.
-    """
-    if symbols:
-        by_symbol = {sec.symbol.upper(): sec for sec in securities}
-        wanted = list(dict.fromkeys(symbol.upper() for symbol in symbols))
-        unknown = [symbol for symbol in wanted if symbol not in by_symbol]
-        if unknown:
-            noun = "symbol" if len(unknown) == 1 else "symbols"
-            raise UsageError(f"unknown {noun} {', '.join(unknown)}: not in the security list")
-        chosen = [by_symbol[symbol] for symbol in wanted]
-    elif all_instruments:
-        chosen = list(securities)
-    else:
-        chosen = [
-            sec
-            for sec in securities
-            if sec.instrument_type == DEFAULT_INSTRUMENT and sec.status == ACTIVE
-        ]
-    return sorted(chosen, key=lambda sec: sec.symbol)
 
 
 def plan_jobs(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import trio
 
-from ntx.datasets import COMPANIES, DATASETS, plan_jobs, security_from_row, select_universe
+from ntx.datasets import COMPANIES, DATASETS, plan_jobs
 from ntx.errors import FetchError, Interrupted, NotFound, NtxError, StoreError
 from ntx.events import (
     DatasetPlanned,
@@ -33,7 +33,8 @@ from ntx.events import (
     Resumed,
     RunSummary,
 )
-from ntx.model import DateRange, Job, JobResult, Security, WriteCounts
+from ntx.lists import Listing, Universe
+from ntx.model import DateRange, Job, JobResult, WriteCounts
 from ntx.sources import Source
 from ntx.store import BUSY_TIMEOUT, Store
 from ntx.throttle import RequestMeter, Throttle
@@ -114,10 +115,20 @@ class Engine:
         """Carry out the plan against `source`; see the module docstring for the shape."""
         self._source = source
         started = trio.current_time()
+        fetched = None
         with self._fetching():
-            universe, lists_result = await self._fetch_universe()
-        if self.interrupted:
+            fetched = await self._fetch_universe()
+        if fetched is None or self.interrupted:
+            if fetched is not None:
+                fetched[0].listing.close()
             raise Interrupted("interrupted before anything was fetched; nothing changed")
+        universe, lists_result = fetched
+        with closing(universe.listing):  # the lists' scratch file goes when the run ends
+            return await self._run_with_store(universe, lists_result, started)
+
+    async def _run_with_store(
+        self, universe: Universe, lists_result: JobResult, started: float
+    ) -> RunSummary:
         store = await trio.to_thread.run_sync(
             partial(Store.open, self.plan.db_path, busy_timeout=self.plan.busy_timeout)
         )
@@ -170,7 +181,7 @@ class Engine:
             command=self.plan.command,
         )
 
-    async def _fetch_universe(self) -> tuple[list[Security], JobResult]:
+    async def _fetch_universe(self) -> tuple[Universe, JobResult]:
         """Stage one: the lists. Unknown symbols stop the run here, before any write."""
         await self._announce(COMPANIES.name, jobs=1, up_to_date=0)
         async with self._limiter:
@@ -179,15 +190,19 @@ class Engine:
             await meter.rested()
         if not result.ok:
             raise ListsUnavailable(f"cannot fetch the security list: {result.error}")
-        securities = [security_from_row(row) for row in result.rows]
-        universe = select_universe(securities, self.plan.symbols, self.plan.all_instruments)
+        assert isinstance(result.rows, Listing)
+        try:
+            universe = result.rows.universe(self.plan.symbols, self.plan.all_instruments)
+        except BaseException:
+            result.rows.close()
+            raise
         return universe, result
 
     async def _run_jobs(
         self,
         store: Store,
         run_id: int,
-        universe: list[Security],
+        universe: Universe,
         lists_result: JobResult,
         done: Mapping[str, AbstractSet[int]],
     ) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 Row = tuple[Any, ...]
+
+
+class Rows(Protocol):
+    """A job's rows: a list, or rows read lazily from elsewhere (the lists' scratch file)."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Row]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +103,7 @@ class JobResult:
     """What a fetcher hands the writer: the job's rows, or why it failed."""
 
     job: Job
-    rows: list[Row] = field(default_factory=list)
+    rows: Rows = field(default_factory=list)
     error: str | None = None  # why it failed, or why it was skipped
     requests: int = 0
     retries: int = 0

@@ -25,6 +25,19 @@ DETAIL = {
 }
 
 
+class Collected(list[dict[str, object]]):
+    """A `RecordSink` that keeps what it is given; `starts` counts the attempts."""
+
+    starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.clear()
+
+    def add(self, record: dict[str, object]) -> None:
+        self.append(record)
+
+
 async def call(handler, method: str, *args):  # type: ignore[no-untyped-def]
     async with open_client(
         "http://exchange.test/base", workers=1, timeout=5, transport=httpx.MockTransport(handler)
@@ -64,14 +77,46 @@ async def test_status_other_than_200_is_an_http_error(status: int, retry_after: 
 )
 async def test_truncated_or_wrongly_shaped_answers_are_malformed(body: bytes, message: str) -> None:
     with pytest.raises(MalformedResponse, match=message):
-        await call(lambda r: httpx.Response(200, content=body), "companies")
+        await call(lambda r: httpx.Response(200, content=body), "dividends", 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'[{"id": 1}, {"id": 2', "the array ends early"),
+        (b'[{"id": 1}, {"id": }]', "not valid JSON"),
+        (b'{"a": 1}', "expected a JSON array"),
+        (b"[1, 2]", "expected an array of objects"),
+        (b"", "no JSON array"),
+    ],
+)
+async def test_a_streamed_list_that_is_truncated_or_wrongly_shaped_is_malformed(
+    body: bytes, message: str
+) -> None:
+    with pytest.raises(MalformedResponse, match=message):
+        await call(lambda r: httpx.Response(200, content=body), "companies", Collected())
+
+
+async def test_a_streamed_list_arrives_record_by_record_and_a_refused_record_is_malformed() -> None:
+    body = b'[{"symbol": "A"}, {"symbol": "B", "n": [1, {"x": "]"}]}]'
+    into = Collected()
+    await call(lambda r: httpx.Response(200, content=body), "securities", into)
+    assert into == [{"symbol": "A"}, {"symbol": "B", "n": [1, {"x": "]"}]}] and into.starts == 1
+
+    class Refusing(Collected):
+        def add(self, record: dict[str, object]) -> None:
+            raise ValueError(f"no {record['symbol']}")
+
+    with pytest.raises(MalformedResponse, match=r"/api/nots/security: .*ValueError: no A"):
+        await call(lambda r: httpx.Response(200, content=body), "securities", Refusing())
 
 
 async def test_json_beyond_the_standard_is_still_read_so_validation_can_judge_each_row() -> None:
     """NaN, Infinity and integers beyond 64 bits (written by some servers) decode; only the
     row holding one is then refused, not the whole answer."""
     body = b'[{"a": NaN}, {"a": Infinity}, {"a": 123456789012345678901234567890}, {"a": 1.5}]'
-    rows = await call(lambda r: httpx.Response(200, content=body), "companies")
+    rows = Collected()
+    await call(lambda r: httpx.Response(200, content=body), "companies", rows)
     assert math.isnan(rows[0]["a"]) and rows[1]["a"] == math.inf
     assert rows[2]["a"] == 123456789012345678901234567890 and rows[3] == {"a": 1.5}
 
@@ -84,9 +129,9 @@ async def test_connection_errors_and_timeouts_are_transport_errors() -> None:
         raise httpx.ReadTimeout("slow", request=request)
 
     with pytest.raises(TransportError, match="cannot connect"):
-        await call(refuse, "companies")
+        await call(refuse, "companies", Collected())
     with pytest.raises(TransportError, match="timed out"):
-        await call(stall, "securities")
+        await call(stall, "securities", Collected())
 
 
 async def test_the_gate_is_left_only_after_the_body_is_read() -> None:

@@ -16,11 +16,13 @@ import httpx
 import msgspec
 
 from ntx.errors import HttpStatusError, MalformedResponse, TransportError
+from ntx.jsonstream import NotAnArrayOfObjects, ObjectArray
 from ntx.model import DateRange
 from ntx.retry import RetryPolicy
-from ntx.sources import Wire
+from ntx.sources import RecordSink, Wire
 from ntx.sources.client import ApiClient
 from ntx.throttle import RequestGate
+from ntx.transport import Answer, BodySink
 
 T = TypeVar("T")
 PAGE_SIZE = 500  # the server's cap; it may answer with smaller pages, which is fine
@@ -47,11 +49,13 @@ class NepseSource:
     def bind(self, gate: RequestGate) -> NepseSource:
         return NepseSource(self._client, gate, self._policy)
 
-    async def companies(self) -> list[Wire]:
-        return await self._get("/api/nots/company/list", shape=_records)
+    async def companies(self, into: RecordSink) -> None:
+        """The company list, record by record into `into`."""
+        await self._records("/api/nots/company/list", into)
 
-    async def securities(self) -> list[Wire]:
-        return await self._get("/api/nots/security", params={"nonDelisted": "true"}, shape=_records)
+    async def securities(self, into: RecordSink) -> None:
+        """The security list, record by record into `into`."""
+        await self._records("/api/nots/security", into, params={"nonDelisted": "true"})
 
     async def price_history(self, security_id: int, period: DateRange) -> list[Wire]:
         """Every history row of `period`, all pages, checked against the server's own count."""
@@ -98,6 +102,33 @@ class NepseSource:
         path = f"/api/nots/security/{_segment(security_id)}"
         return await self._get(path, shape=_security_detail)
 
+    async def _records(
+        self, path: str, into: RecordSink, params: dict[str, Any] | None = None
+    ) -> None:
+        """A JSON array of objects, streamed into `into`; retried by the policy, if any."""
+        if self._policy is None:
+            return await self._stream(path, params, into)
+        return await self._policy.call(lambda: self._stream(path, params, into), self._gate)
+
+    async def _stream(self, path: str, params: dict[str, Any] | None, into: RecordSink) -> None:
+        """One attempt: the array's elements are decoded and handed over as they arrive."""
+        reader = ObjectArray()
+
+        def take(piece: bytes) -> None:
+            for element in reader.feed(piece):
+                into.add(decode_json(element, path))
+
+        async with self._gate.request():
+            into.start()
+            try:
+                response = await self._send(path, params, take)
+                if response.status_code == 200:
+                    reader.close()
+            except (ValueError, KeyError, TypeError) as exc:  # the reader's, or `into`'s
+                raise MalformedResponse(f"{path}: {_shape_error(exc)}") from exc
+            if response.status_code != 200:
+                raise HttpStatusError(response.status_code, path, response.header("Retry-After"))
+
     async def _get(
         self, path: str, *, shape: Callable[[Wire, str], T], params: dict[str, Any] | None = None
     ) -> T:
@@ -114,18 +145,22 @@ class NepseSource:
     ) -> T:
         """One attempt through the gate; the answer's body is read before the gate closes."""
         async with self._gate.request():
-            try:
-                response = await self._client.get(path, params=params)
-            except httpx.TimeoutException as exc:
-                raise TransportError(
-                    f"timed out: {self._url(path)} ({type(exc).__name__})"
-                ) from exc
-            except httpx.HTTPError as exc:
-                reason = str(exc) or type(exc).__name__
-                raise TransportError(f"{_describe(exc)} {self._url(path)} ({reason})") from exc
+            response = await self._send(path, params)
             if response.status_code != 200:  # inside the gate, which paces by the status
                 raise HttpStatusError(response.status_code, path, response.header("Retry-After"))
         return shape(decode_json(response.content, path), path)
+
+    async def _send(
+        self, path: str, params: dict[str, Any] | None, sink: BodySink | None = None
+    ) -> Answer:
+        """The answer to one GET; httpx's errors become `TransportError`s."""
+        try:
+            return await self._client.get(path, params=params, sink=sink)
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"timed out: {self._url(path)} ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise TransportError(f"{_describe(exc)} {self._url(path)} ({reason})") from exc
 
     def _url(self, path: str) -> str:
         return self._client.url(path)
@@ -169,6 +204,12 @@ OWNERSHIP_FIELDS = (
     "promoterShares",
     "promoterPercentage",
 )
+
+
+def _shape_error(exc: Exception) -> str:
+    if isinstance(exc, MalformedResponse | NotAnArrayOfObjects):
+        return str(exc)
+    return f"unexpected answer shape: {type(exc).__name__}: {exc}"
 
 
 def _records(body: Wire, path: str) -> list[Wire]:
