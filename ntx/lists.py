@@ -5,7 +5,8 @@ what made a run's memory grow with the number of securities (about 1.7 KB per se
 the peak); here their records go, as they arrive, into a scratch database in the system's
 temporary directory (SQLite keeps at most its page cache of it in memory), are joined there
 by symbol, and come back out as the `securities` table's rows and as the run's universe,
-each a query read lazily. The scratch file is deleted when the stage closes.
+each a query read lazily. The scratch file is deleted when the stage closes, or by the next
+run if its process was killed first.
 
 Joining follows `shared/design/nepse-api.md`: one row per security of the security list;
 its company is the last company-list record with the same symbol; a company's name and
@@ -45,6 +46,7 @@ _JOINED = """
     FROM listed l LEFT JOIN companies c ON c.symbol = l.symbol
 """
 _BATCH = 1000  # records inserted per statement
+_PREFIX = "ntx-lists-"
 
 
 class ListStage:
@@ -55,7 +57,9 @@ class ListStage:
     """
 
     def __init__(self, directory: Path | None = None) -> None:
-        handle, name = tempfile.mkstemp(prefix="ntx-lists-", suffix=".db", dir=directory)
+        _sweep(Path(directory or tempfile.gettempdir()))
+        prefix = f"{_PREFIX}{os.getpid()}-"
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=".db", dir=directory)
         os.close(handle)
         self.path = Path(name)
         self._conn = sqlite3.connect(self.path, isolation_level=None)
@@ -209,6 +213,21 @@ class Universe:
         sql = f"{_JOINED} {self._where} ORDER BY l.symbol, l.seq"
         for row in self.listing._query(sql, self._parameters):
             yield _security(row)
+
+
+def _sweep(directory: Path) -> None:
+    """Delete the scratch files of ntx processes that died without closing their stage
+    (killed, or a second Ctrl-C); each file's name carries its process id."""
+    for path in directory.glob(f"{_PREFIX}*.db"):
+        pid = path.name.removeprefix(_PREFIX).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # alive, or not ours to judge
 
 
 def _security(row: Row) -> Security:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from ntx.errors import UsageError
@@ -108,4 +112,20 @@ def test_thousands_of_records_stay_on_disk_and_the_file_goes_with_the_stage() ->
     assert len(listing) == 5000 and sum(1 for _ in listing) == 5000
     assert stage.path.exists() and stage.path.stat().st_size > 100_000
     listing.close()
+    assert not stage.path.exists()
+
+
+def test_scratch_files_of_dead_processes_are_swept_and_the_living_ones_kept(
+    tmp_path: Path,
+) -> None:
+    finished = subprocess.Popen(["true"])  # a process id that has just ended
+    finished.wait()
+    orphan = tmp_path / f"ntx-lists-{finished.pid}-abc.db"
+    living = tmp_path / f"ntx-lists-{os.getppid()}-abc.db"
+    other = tmp_path / "ntx-lists-notes.db"
+    for path in (orphan, living, other):
+        path.write_bytes(b"")
+    with ListStage(tmp_path) as stage:
+        assert stage.path.parent == tmp_path and str(os.getpid()) in stage.path.name
+        assert not orphan.exists() and living.exists() and other.exists()
     assert not stage.path.exists()
