@@ -18,6 +18,7 @@ from ntx.errors import MalformedResponse
 from ntx.lists import Listing, ListStage
 from ntx.model import DateRange, Job, Row, Rows, Security
 from ntx.sources import Source, Wire
+from ntx.wire import number, text
 
 
 @dataclass(frozen=True)
@@ -77,26 +78,6 @@ def _shape_checked(convert: Callable[[Any, Job], list[Row]]) -> Callable[[Any, J
             ) from exc
 
     return checked
-
-
-def _number(value: Any) -> float | int | None:
-    """A JSON number as is, None as None; anything else is a malformed answer.
-
-    Non-finite numbers pass here and are refused row by row by validation.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number, got {value!r}")
-    return value
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
 
 
 def _security_id(job: Job) -> int:
@@ -161,13 +142,13 @@ def _price_rows(wire: list[Wire], job: Job) -> list[Row]:
             (
                 sec_id,
                 day,
-                _number(item.get("openPrice")),  # history rows carry no open price
-                _number(item["highPrice"]),
-                _number(item["lowPrice"]),
-                _number(item["closePrice"]),
-                _number(item.get("totalTradedQuantity")),
-                _number(item.get("totalTradedValue")),
-                _number(item.get("totalTrades")),
+                number(item.get("openPrice")),  # history rows carry no open price
+                number(item["highPrice"]),
+                number(item["lowPrice"]),
+                number(item["closePrice"]),
+                number(item.get("totalTradedQuantity")),
+                number(item.get("totalTradedValue")),
+                number(item.get("totalTrades")),
             )
         )
     return rows
@@ -232,13 +213,13 @@ def _report_rows(wire: list[Wire], job: Job) -> list[Row]:
         rows.append(
             (
                 sec_id,
-                _text(report["financialYear"]["fyName"]),
+                text(report["financialYear"]["fyName"]),
                 _period(report),
-                _number(report.get("epsValue")),
-                _number(report.get("peValue")),
-                _number(report.get("netWorthPerShare")),
-                _number(report.get("paidUpCapital")),
-                _number(report.get("profitAmount")),
+                number(report.get("epsValue")),
+                number(report.get("peValue")),
+                number(report.get("netWorthPerShare")),
+                number(report.get("paidUpCapital")),
+                number(report.get("profitAmount")),
             )
         )
     return _unique_by_key(rows, 3)
@@ -270,10 +251,10 @@ def _dividend_rows(wire: list[Wire], job: Job) -> list[Row]:
         rows.append(
             (
                 sec_id,
-                _text(notice["financialYear"]["fyName"]),
-                _number(notice.get("cashDividend")),
-                _number(notice.get("bonusShare")),
-                _number(notice.get("rightShare")),
+                text(notice["financialYear"]["fyName"]),
+                number(notice.get("cashDividend")),
+                number(notice.get("bonusShare")),
+                number(notice.get("rightShare")),
             )
         )
     return _unique_by_key(rows, 2)
@@ -306,12 +287,12 @@ def _ownership_rows(wire: dict[str, Wire], job: Job) -> list[Row]:
     return [
         (
             _security_id(job),
-            _number(wire.get("stockListedShares")),
-            _number(wire.get("paidUpCapital")),
-            _number(wire.get("publicShares")),
-            _number(wire.get("publicPercentage")),
-            _number(wire.get("promoterShares")),
-            _number(wire.get("promoterPercentage")),
+            number(wire.get("stockListedShares")),
+            number(wire.get("paidUpCapital")),
+            number(wire.get("publicShares")),
+            number(wire.get("publicPercentage")),
+            number(wire.get("promoterShares")),
+            number(wire.get("promoterPercentage")),
         )
     ]
 

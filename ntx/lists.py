@@ -25,6 +25,7 @@ from typing import Any
 
 from ntx.errors import UsageError
 from ntx.model import Row, Security
+from ntx.wire import text
 
 DEFAULT_INSTRUMENT = "Equity"
 ACTIVE = "A"
@@ -243,8 +244,8 @@ def _listed_values(record: dict[str, Any]) -> Row:
     return (
         sec_id,
         _symbol(record["symbol"]),
-        _text(record.get("securityName")),
-        _text(record.get("activeStatus")),
+        text(record.get("securityName")),
+        text(record.get("activeStatus")),
     )
 
 
@@ -259,23 +260,17 @@ def _company_values(record: dict[str, Any]) -> Row:
     return (
         _symbol(record["symbol"]),
         company_id,
-        _text(record.get("companyName")),
-        _text(record.get("sectorName")),
-        _text(record.get("instrumentType")),
-        _text(record.get("status")),
-        _text(record.get("companyEmail")),
-        _text(record.get("website")),
-        _text(record.get("regulatoryBody")),
+        text(record.get("companyName")),
+        text(record.get("sectorName")),
+        text(record.get("instrumentType")),
+        text(record.get("status")),
+        text(record.get("companyEmail")),
+        text(record.get("website")),
+        text(record.get("regulatoryBody")),
     )
 
 
 def _symbol(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"symbol {value!r} is not a string")
-    return value
-
-
-def _text(value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
     return value
