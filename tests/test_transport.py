@@ -128,7 +128,7 @@ RAW_DEFLATED = answer(
 RETRY_LATER = answer(b"{}", status="429 Too Many Requests", headers=b"retry-after: 3\r\n")
 
 
-@pytest.mark.parametrize(
+every_framing = pytest.mark.parametrize(
     ("raw", "close", "status", "body"),
     [
         (CHUNKED, False, 200, b"[1,2,3,4]"),
@@ -140,6 +140,9 @@ RETRY_LATER = answer(b"{}", status="429 Too Many Requests", headers=b"retry-afte
     ],
     ids=["chunked", "until-close", "gzip", "deflate", "raw-deflate", "429"],
 )
+
+
+@every_framing
 async def test_every_http11_body_framing_is_read_whole(
     raw: bytes, close: bool, status: int, body: bytes
 ) -> None:
@@ -152,18 +155,7 @@ async def test_every_http11_body_framing_is_read_whole(
     assert server.connections == (3 if close else 1)
 
 
-@pytest.mark.parametrize(
-    ("raw", "close", "status", "body"),
-    [
-        (CHUNKED, False, 200, b"[1,2,3,4]"),
-        (UNTIL_CLOSE, True, 200, b"[5,6]"),
-        (GZIPPED, False, 200, b"[7,8]"),
-        (DEFLATED, False, 200, b"[9]"),
-        (RAW_DEFLATED, False, 200, b"[10]"),
-        (RETRY_LATER, False, 429, b"{}"),
-    ],
-    ids=["chunked", "until-close", "gzip", "deflate", "raw-deflate", "429"],
-)
+@every_framing
 async def test_a_sink_gets_a_200_body_in_pieces_and_nothing_else(
     raw: bytes, close: bool, status: int, body: bytes
 ) -> None:
