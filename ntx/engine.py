@@ -118,13 +118,12 @@ class Engine:
         fetched = None
         with self._fetching():
             fetched = await self._fetch_universe()
-        if fetched is None or self.interrupted:
-            if fetched is not None:
-                fetched[0].listing.close()
-            raise Interrupted("interrupted before anything was fetched; nothing changed")
-        universe, lists_result = fetched
-        with closing(universe.listing):  # the lists' scratch file goes when the run ends
-            return await self._run_with_store(universe, lists_result, started)
+        if fetched is not None:
+            universe, lists_result = fetched
+            with closing(universe.listing):  # the lists' scratch file goes when the run ends
+                if not self.interrupted:
+                    return await self._run_with_store(universe, lists_result, started)
+        raise Interrupted("interrupted before anything was fetched; nothing changed")
 
     async def _run_with_store(
         self, universe: Universe, lists_result: JobResult, started: float

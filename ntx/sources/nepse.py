@@ -8,7 +8,7 @@ repeats rows raises `MalformedResponse` instead of silently storing a partial hi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -51,11 +51,11 @@ class NepseSource:
 
     async def companies(self, into: RecordSink) -> None:
         """The company list, record by record into `into`."""
-        await self._records("/api/nots/company/list", into)
+        await self._streamed_list("/api/nots/company/list", into)
 
     async def securities(self, into: RecordSink) -> None:
         """The security list, record by record into `into`."""
-        await self._records("/api/nots/security", into, params={"nonDelisted": "true"})
+        await self._streamed_list("/api/nots/security", into, params={"nonDelisted": "true"})
 
     async def price_history(self, security_id: int, period: DateRange) -> list[Wire]:
         """Every history row of `period`, all pages, checked against the server's own count."""
@@ -102,13 +102,11 @@ class NepseSource:
         path = f"/api/nots/security/{_segment(security_id)}"
         return await self._get(path, shape=_security_detail)
 
-    async def _records(
+    async def _streamed_list(
         self, path: str, into: RecordSink, params: dict[str, Any] | None = None
     ) -> None:
         """A JSON array of objects, streamed into `into`; retried by the policy, if any."""
-        if self._policy is None:
-            return await self._stream(path, params, into)
-        return await self._policy.call(lambda: self._stream(path, params, into), self._gate)
+        await self._tried(lambda: self._stream(path, params, into))
 
     async def _stream(self, path: str, params: dict[str, Any] | None, into: RecordSink) -> None:
         """One attempt: the array's elements are decoded and handed over as they arrive."""
@@ -136,9 +134,13 @@ class NepseSource:
 
         A wrongly shaped answer counts like any other bad answer: it is retried.
         """
+        return await self._tried(lambda: self._attempt(path, params, shape))
+
+    async def _tried(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()` once, or as often as the retry policy (if there is one) says."""
         if self._policy is None:
-            return await self._attempt(path, params, shape)
-        return await self._policy.call(lambda: self._attempt(path, params, shape), self._gate)
+            return await attempt()
+        return await self._policy.call(attempt, self._gate)
 
     async def _attempt(
         self, path: str, params: dict[str, Any] | None, shape: Callable[[Wire, str], T]
@@ -207,7 +209,7 @@ OWNERSHIP_FIELDS = (
 
 
 def _shape_error(exc: Exception) -> str:
-    if isinstance(exc, MalformedResponse | NotAnArrayOfObjects):
+    if isinstance(exc, NotAnArrayOfObjects):
         return str(exc)
     return f"unexpected answer shape: {type(exc).__name__}: {exc}"
 
