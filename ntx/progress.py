@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -36,6 +37,7 @@ from ntx.events import (
 from ntx.model import DateRange, WriteCounts
 
 REFRESH_SECONDS = 0.1
+MAX_LATEST = 12  # symbols the live display names at most
 MAX_FAILURES_LISTED = 20
 
 
@@ -95,11 +97,22 @@ class Tracker:
         self.datasets: dict[str, _DatasetView] = {}
         # The jobs in flight and their [i/N] numbers; nothing is kept once a job is done.
         self.in_flight: dict[tuple[str, str], int] = {}
+        # The labels of the latest jobs started, newest last: with N workers, the last N
+        # started are the ones the workers are on (asking, or resting after the answer).
+        self.latest: deque[str] = deque(maxlen=MAX_LATEST)
         self.requests = 0
         self.started_at: float | None = None  # set by the first event, inside trio
         self.paused_until = 0.0
         self.pause_reason = ""
         self.pace: Paced | None = None  # --sleep auto: the knobs as set now
+
+    def working_on(self) -> tuple[list[str], bool]:
+        """What the workers are on: the last `workers` jobs started, oldest first (at most
+        `MAX_LATEST`, and True if there are more); nothing once every job has finished."""
+        if all(view.finished >= view.jobs for view in self.datasets.values()):
+            return [], False
+        workers = self.pace.workers if self.pace else self.run.workers if self.run else 0
+        return list(self.latest)[-workers:], workers > MAX_LATEST
 
     def handle(self, event: Event) -> str:
         """Update the counts; for a job event, return its "[dataset i/N]" tag."""
@@ -122,6 +135,7 @@ class Tracker:
                 if view.first_start is None:
                     view.first_start = trio.current_time()
                 self.in_flight[(event.dataset, event.label)] = view.started
+                self.latest.append(event.label)
             case JobFinished():
                 view = self.datasets[event.dataset]
                 view.finished += 1
@@ -343,7 +357,7 @@ class JsonRenderer:
 
 
 class RichRenderer:
-    """Live bars, one per dataset, and the symbols in flight; the summary when done."""
+    """Live bars, one per dataset, and the symbols the workers are on; the summary when done."""
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console()
@@ -412,9 +426,9 @@ class RichRenderer:
         )
         if tracker.pace is not None:
             overall.append(f"; {tracker.pace.line}")
-        flying = [label for (_, label) in tracker.in_flight]
-        line = Text("in flight: ", style="dim")
-        line.append(" ".join(flying[:12]) + (" ..." if len(flying) > 12 else "") or "-")
+        working, more = tracker.working_on()
+        line = Text("working on: ", style="dim")
+        line.append(" ".join(working) + (" ..." if more else "") or "-")
         if now < tracker.paused_until:
             pause = Text(
                 f"paused, resuming in {tracker.paused_until - now:.0f}s: {tracker.pause_reason}",

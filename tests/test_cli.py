@@ -368,7 +368,7 @@ def test_rich_progress_end_to_end(tmp_path: Path) -> None:
     assert "\x1b[" in screen  # drawn for a terminal
     for title in ("Companies", "Prices", "Reports", "Dividends", "Ownership"):
         assert title in screen
-    assert "ETA done" in screen and "in flight:" in screen
+    assert "ETA done" in screen and "working on:" in screen
     assert re.search(r"^Prices: [\d,]+ new, 0 updated", screen, re.M)
 
 

@@ -55,6 +55,32 @@ async def test_rich_bars_show_counts_and_a_rate_that_stops_when_done(mock_clock:
     assert "45 new, 0 updated" in last_frame and "1 error, 0 retries" in last_frame
 
 
+async def test_the_live_line_names_what_the_workers_are_on_between_requests_too(
+    mock_clock: MockClock,
+) -> None:
+    out = io.StringIO()
+    renderer = RichRenderer(Console(file=out, force_terminal=True, width=140, color_system=None))
+
+    def working_line() -> str:
+        renderer.refresh()
+        screen = out.getvalue()
+        return screen[screen.rfind("working on:") :].splitlines()[0].strip()
+
+    renderer.handle(RunStarted("http://api.test", Path("x.db"), 3, 0.2))
+    renderer.handle(DatasetPlanned("prices", "Prices", 5, 0))
+    assert working_line() == "working on: -"
+    for label in ("A", "B", "C", "D"):
+        renderer.handle(JobStarted("prices", label, ()))
+        renderer.handle(JobFinished("prices", label, 1, 1, None))  # answered; its slot now rests
+    assert working_line() == "working on: B C D"  # the last 3 started: one per worker
+    renderer.handle(Paced(2, 0.1, 20.0, 18.0, "429 or 503"))
+    assert working_line() == "working on: C D"  # --sleep auto took a worker away
+    renderer.handle(JobStarted("prices", "E", ()))
+    renderer.handle(JobFinished("prices", "E", 1, 1, None))
+    assert working_line() == "working on: -"  # every job finished
+    renderer.close()
+
+
 async def test_plain_lines_number_jobs_and_end_with_the_summary(mock_clock: MockClock) -> None:
     out = io.StringIO()
     renderer = PlainRenderer(out)
