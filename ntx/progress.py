@@ -8,6 +8,7 @@ per event, for programs). They only display; what happened is decided by the eng
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections import deque
 from pathlib import Path
@@ -42,14 +43,21 @@ MAX_FAILURES_LISTED = 20
 
 
 class Renderer(Protocol):
+    """Shows a run's events. `refresh_every`: seconds between redraws while no event comes
+    (a live display's rates and ETAs move on their own); `math.inf` for one that only
+    writes what events say, which then never wakes the printer for nothing."""
+
+    refresh_every: float
+
     def handle(self, event: Event) -> None: ...
     def refresh(self) -> None: ...
     def close(self) -> None: ...
 
 
 async def run_printer(events: trio.MemoryReceiveChannel[Event], renderer: Renderer) -> None:
-    """Render events until the channel closes, refreshing at most every REFRESH_SECONDS."""
-    next_refresh = trio.current_time() + REFRESH_SECONDS
+    """Render events until the channel closes, refreshing every `renderer.refresh_every`."""
+    every = renderer.refresh_every
+    next_refresh = trio.current_time() + every
     try:
         async with events:
             while True:
@@ -60,7 +68,7 @@ async def run_printer(events: trio.MemoryReceiveChannel[Event], renderer: Render
                         break
                 if trio.current_time() >= next_refresh:
                     renderer.refresh()
-                    next_refresh = trio.current_time() + REFRESH_SECONDS
+                    next_refresh = trio.current_time() + every
     finally:
         renderer.close()
 
@@ -254,6 +262,8 @@ def resumed_line(event: Resumed) -> str:
 class PlainRenderer:
     """One line per step, in the spirit of a log: for pipes, files and CI."""
 
+    refresh_every = math.inf  # every line comes from an event
+
     def __init__(self, out: TextIO | None = None) -> None:
         self._out = out or sys.stdout
         self._tracker = Tracker()
@@ -334,6 +344,8 @@ class JsonRenderer:
     microseconds, where `dataclasses.asdict` and `json.dumps` cost a hundred.
     """
 
+    refresh_every = math.inf  # every line comes from an event
+
     def __init__(self, out: TextIO | None = None) -> None:
         self._out = out or sys.stdout
         self._encoder = msgspec.json.Encoder(enc_hook=_jsonable)
@@ -358,6 +370,8 @@ class JsonRenderer:
 
 class RichRenderer:
     """Live bars, one per dataset, and the symbols the workers are on; the summary when done."""
+
+    refresh_every = REFRESH_SECONDS  # rates and ETAs move between events
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console()

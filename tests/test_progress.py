@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from datetime import date
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from trio.testing import MockClock
 from ntx.events import (
     DatasetPlanned,
     DatasetTotals,
+    Event,
     Failure,
     JobFinished,
     JobStarted,
@@ -26,7 +28,7 @@ from ntx.events import (
     RunSummary,
 )
 from ntx.model import DateRange, WriteCounts
-from ntx.progress import JsonRenderer, PlainRenderer, RichRenderer, format_duration
+from ntx.progress import JsonRenderer, PlainRenderer, RichRenderer, format_duration, run_printer
 
 
 async def feed(renderer: PlainRenderer | RichRenderer) -> None:
@@ -210,3 +212,26 @@ def test_json_lines_carry_every_field_of_every_event() -> None:
         {"dataset": "prices", "label": "NABIL", "reason": "HTTP 500 from /x"}
     ]
     assert finished["summary"]["advice"]["workers"] == 3
+
+
+async def test_the_printer_redraws_a_live_display_on_a_timer_and_wakes_no_other_for_nothing(
+    mock_clock: MockClock,
+) -> None:
+    class Counted(PlainRenderer):
+        def __init__(self, refresh_every: float) -> None:
+            super().__init__(io.StringIO())
+            self.refresh_every = refresh_every
+            self.refreshes = 0
+
+        def refresh(self) -> None:
+            self.refreshes += 1
+
+    for refresh_every, expected in ((0.1, 10), (math.inf, 0)):
+        renderer = Counted(refresh_every)
+        send, receive = trio.open_memory_channel[Event](10)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_printer, receive, renderer)
+            await trio.sleep(1.05)  # no events at all
+            await send.send(RunStarted("http://api.test", Path("x.db"), 5, 0.2))
+            await send.aclose()
+        assert renderer.refreshes == expected
