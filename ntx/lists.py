@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ntx.errors import UsageError
+from ntx.errors import StoreError, UsageError
 from ntx.model import Row, Security
 from ntx.wire import text
 
@@ -58,15 +58,22 @@ class ListStage:
     """
 
     def __init__(self, directory: Path | None = None) -> None:
-        _sweep(Path(directory or tempfile.gettempdir()))
-        prefix = f"{_PREFIX}{os.getpid()}-"
-        handle, name = tempfile.mkstemp(prefix=prefix, suffix=".db", dir=directory)
-        os.close(handle)
-        self.path = Path(name)
-        self._conn = sqlite3.connect(self.path, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode = OFF")
-        self._conn.execute("PRAGMA synchronous = OFF")
-        self._conn.executescript(_SCHEMA)
+        where = Path(directory or tempfile.gettempdir())
+        try:
+            _sweep(where)
+            prefix = f"{_PREFIX}{os.getpid()}-"
+            handle, name = tempfile.mkstemp(prefix=prefix, suffix=".db", dir=where)
+            os.close(handle)
+            self.path = Path(name)
+            self._conn = sqlite3.connect(self.path, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode = OFF")
+            self._conn.execute("PRAGMA synchronous = OFF")
+            self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot make the lists' scratch file in {where} ({exc});"
+                " set TMPDIR to a writable directory"
+            ) from exc
         self.securities = _Sink(
             self._conn,
             "listed",
@@ -122,9 +129,12 @@ class _Sink:
 
     def flush(self) -> None:
         if self._pending:
-            self._conn.execute("BEGIN")  # one transaction per batch, not one per record
-            self._conn.executemany(self._sql, self._pending)
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("BEGIN")  # one transaction per batch, not one per record
+                self._conn.executemany(self._sql, self._pending)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # the temporary directory's disk is full, say
+                raise StoreError(f"the lists' scratch file: {exc}; set TMPDIR elsewhere") from exc
             self._pending.clear()
 
 

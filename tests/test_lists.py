@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ntx.errors import UsageError
+from ntx.errors import StoreError, UsageError
 from ntx.lists import ListStage
 
 SECURITIES = [
@@ -129,3 +129,11 @@ def test_scratch_files_of_dead_processes_are_swept_and_the_living_ones_kept(
         assert stage.path.parent == tmp_path and str(os.getpid()) in stage.path.name
         assert not orphan.exists() and living.exists() and other.exists()
     assert not stage.path.exists()
+
+
+def test_a_temporary_directory_that_cannot_be_written_is_a_one_line_store_error(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-such-directory"
+    with pytest.raises(StoreError, match=r"cannot make the lists' scratch file in .*no-such-dir"):
+        ListStage(missing)
