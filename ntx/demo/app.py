@@ -6,7 +6,6 @@ per request slept on trio's clock. Page size is capped at 500 like the real exch
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import parse_qs
 
+import msgspec
 import trio
 
 from ntx.demo.market import Market
@@ -129,7 +129,10 @@ class DemoApp:
 
 
 def encode(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
+    """The JSON of an answer. msgspec writes it in about a tenth of `json.dumps`'s time, which
+    was 11% of the demo's CPU per request (the market never holds NaN, which msgspec would
+    write as null; tests that put NaN on the wire encode it themselves)."""
+    return msgspec.json.encode(body)
 
 
 async def send_json(
