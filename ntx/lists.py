@@ -20,6 +20,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class ListStage:
 
     def __init__(self, directory: Path | None = None) -> None:
         where = Path(directory or tempfile.gettempdir())
+        name = ""
         try:
             _sweep(where)
             prefix = f"{_PREFIX}{os.getpid()}-"
@@ -70,6 +72,8 @@ class ListStage:
             self._conn.execute("PRAGMA synchronous = OFF")
             self._conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if name:
+                Path(name).unlink(missing_ok=True)
             raise StoreError(
                 f"cannot make the lists' scratch file in {where} ({exc});"
                 " set TMPDIR to a writable directory"
@@ -134,6 +138,8 @@ class _Sink:
                 self._conn.executemany(self._sql, self._pending)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:  # the temporary directory's disk is full, say
+                with suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
                 raise StoreError(f"the lists' scratch file: {exc}; set TMPDIR elsewhere") from exc
             self._pending.clear()
 
