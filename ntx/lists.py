@@ -26,7 +26,7 @@ from typing import Any
 
 from ntx.errors import StoreError, UsageError
 from ntx.model import Row, Security
-from ntx.wire import text
+from ntx.wire import number, text
 
 DEFAULT_INSTRUMENT = "Equity"
 ACTIVE = "A"
@@ -266,13 +266,9 @@ def _listed_values(record: dict[str, Any]) -> Row:
 
 
 def _company_values(record: dict[str, Any]) -> Row:
-    company_id = record.get("id")
-    if company_id is not None and (
-        isinstance(company_id, bool)
-        or not isinstance(company_id, int | float)
-        or not math.isfinite(company_id)
-    ):
-        raise ValueError(f"company id {company_id!r} is not a number")
+    company_id = number(record.get("id"))
+    if company_id is not None and not math.isfinite(company_id):
+        raise ValueError(f"company id {company_id!r} is not a finite number")
     return (
         _symbol(record["symbol"]),
         company_id,

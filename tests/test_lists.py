@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -137,3 +138,16 @@ def test_a_temporary_directory_that_cannot_be_written_is_a_one_line_store_error(
     missing = tmp_path / "no-such-directory"
     with pytest.raises(StoreError, match=r"cannot make the lists' scratch file in .*no-such-dir"):
         ListStage(missing)
+
+
+@pytest.mark.parametrize(
+    ("company_id", "error"),
+    [("7", "expected a number, got '7'"), (math.inf, "company id inf is not a finite number")],
+)
+def test_a_company_id_that_is_not_a_finite_number_is_refused(
+    company_id: object, error: str
+) -> None:
+    with ListStage() as stage:
+        stage.companies.start()
+        with pytest.raises(ValueError, match=error):
+            stage.companies.add({"id": company_id, "symbol": "X"})
