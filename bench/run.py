@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -82,7 +83,7 @@ class Demo:
 
 
 def backfill(url: str, db: Path, *args: str) -> Run:
-    """Run one backfill; `os.wait4` gives exactly this process's CPU time and peak RSS."""
+    """Run one `ntx backfill` with JSON progress; its last line is the summary."""
     command = [
         PYTHON,
         "-m",
@@ -96,6 +97,19 @@ def backfill(url: str, db: Path, *args: str) -> Run:
         "json",
         *args,
     ]
+    return measured(command, lambda last: json.loads(last)["summary"])
+
+
+def floor(url: str, workers: int, sleep: float) -> Run:
+    """The same requests from bench/floor.py: a bare trio client, no ntx code."""
+    script = str(ROOT / "bench" / "floor.py")
+    command = [PYTHON, script, url, "--workers", str(workers), "--sleep", str(sleep)]
+    return measured(command, json.loads)
+
+
+def measured(command: list[str], summary_of: Callable[[str], dict[str, Any]]) -> Run:
+    """Run `command`; `os.wait4` gives exactly this process's CPU time and peak RSS, and
+    `summary_of` reads its summary from the last line it printed."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None and proc.stderr is not None
@@ -107,8 +121,8 @@ def backfill(url: str, db: Path, *args: str) -> Run:
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise SystemExit(f"backfill failed ({proc.returncode}): {err.decode()[-500:]}")
-    summary = json.loads(out.decode().strip().splitlines()[-1])["summary"]
+        raise SystemExit(f"{command[1:3]} failed ({proc.returncode}): {err.decode()[-500:]}")
+    summary = summary_of(out.decode().strip().splitlines()[-1])
     return Run(summary, wall, usage.ru_utime + usage.ru_stime, peak.mb)
 
 
@@ -148,7 +162,8 @@ def requests_per_second(run: Run) -> float:
 
 def throughput(
     workers: int, sleep: float, latency_ms: float, securities: int, tmp: Path
-) -> tuple[float, Run]:
+) -> tuple[Run, Run]:
+    """ntx's run, then the floor's (bench/floor.py) against the same demo process."""
     demo = Demo(securities, latency_ms)
     try:
         run = backfill(
@@ -163,10 +178,10 @@ def throughput(
             "--ownership",
             "--all-instruments",
         )
+        bare = floor(demo.url, workers, sleep)
     finally:
         demo.close()
-    bound = workers / (latency_ms / 1000 + sleep)
-    return requests_per_second(run) / bound, run
+    return run, bare
 
 
 WRITER_ROUNDS = 3
@@ -334,10 +349,13 @@ def measure_throughput(tmp: Path, securities: int) -> list[Row]:
     after_rows: list[Row] = [
         ("start-up CPU of one ntx process (informational)", f"{start_up * 1000:.0f} ms", "-", "-")
     ]
+    floor_rows: list[Row] = []
     for workers, sleep, latency_ms in ((5, 0.2, 50), (16, 0.0, 20)):
         name = f"N={workers} S={sleep:g} L={latency_ms}ms"
         print(f"measuring throughput at {name} ...", file=sys.stderr)
-        ratio, run = throughput(workers, sleep, latency_ms, securities, tmp)
+        run, bare = throughput(workers, sleep, latency_ms, securities, tmp)
+        bound = workers / (latency_ms / 1000 + sleep)
+        ratio = requests_per_second(run) / bound
         rows.append((f"throughput ratio, {name}", f"{ratio:.3f}", ">= 0.97", _met(ratio >= 0.97)))
         requests = run.summary["requests"]
         cpu = run.cpu / requests * 1000
@@ -346,7 +364,17 @@ def measure_throughput(tmp: Path, securities: int) -> list[Row]:
         )
         after = (run.cpu - start_up) / requests * 1000
         after_rows.append((f"  of which after start-up ({name} run)", f"{after:.2f} ms", "-", "-"))
-    return rows + cpu_rows + after_rows
+        bare_ratio = requests_per_second(bare) / bound
+        bare_cpu = bare.cpu / bare.summary["requests"] * 1000
+        floor_rows.append(
+            (
+                f"floor, bare trio client, {name}: ratio, CPU per request",
+                f"{bare_ratio:.3f}, {bare_cpu:.2f} ms",
+                "-",
+                "-",
+            )
+        )
+    return rows + cpu_rows + after_rows + floor_rows
 
 
 START_UP_ROUNDS = 3
