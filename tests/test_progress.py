@@ -27,8 +27,9 @@ from ntx.events import (
     RunStarted,
     RunSummary,
 )
+from ntx.live import RichRenderer
 from ntx.model import DateRange, WriteCounts
-from ntx.progress import JsonRenderer, PlainRenderer, RichRenderer, format_duration, run_printer
+from ntx.progress import JsonRenderer, PlainRenderer, format_duration, run_printer
 
 
 async def feed(renderer: PlainRenderer | RichRenderer) -> None:
