@@ -1,6 +1,7 @@
 """ntx's benchmark: real `ntx backfill` processes against the demo exchange in its own
 process, one table of figures, each a ratio measured in this one run (the machine is shared
-and noisy: compare figures of one run, not across runs).
+and noisy: compare figures of one run, not across runs). Beside ntx's throughput figures,
+the floor: the same requests from bench/floor.py, a bare trio client with no ntx code.
 
     .venv/bin/python bench/run.py            # the full table (a few minutes)
     .venv/bin/python bench/run.py --quick    # smaller runs, same figures, rougher
@@ -121,7 +122,8 @@ def measured(command: list[str], summary_of: Callable[[str], dict[str, Any]]) ->
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise SystemExit(f"{command[1:3]} failed ({proc.returncode}): {err.decode()[-500:]}")
+        program = " ".join(Path(part).name for part in command[1:3])
+        raise SystemExit(f"{program} failed ({proc.returncode}): {err.decode()[-500:]}")
     summary = summary_of(out.decode().strip().splitlines()[-1])
     return Run(summary, wall, usage.ru_utime + usage.ru_stime, peak.mb)
 
