@@ -11,11 +11,14 @@ def number(value: Any) -> float | int | None:
 
     Non-finite numbers pass here and are refused row by row by validation.
     """
-    if value is None:
-        return None
+    if value is None or type(value) in _DECODED_NUMBERS:
+        return value  # what a JSON decoder gives; checked first because it is nearly all
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {value!r}")
     return value
+
+
+_DECODED_NUMBERS = (int, float)  # exactly these types: bool, a subclass of int, is not one
 
 
 def text(value: Any) -> str | None:

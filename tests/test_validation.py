@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from ntx.datasets import PRICES
+from ntx.datasets import PRICES, REPORTS
+from ntx.demo.market import Market
+from ntx.errors import MalformedResponse
 from ntx.model import DateRange, Job, Security
 from tests.helpers import TODAY, backfill_args, default_universe, run_ntx_async, table
 
@@ -92,3 +94,24 @@ JOB = Job("prices", Security(1, "X"), (DateRange(date(2024, 1, 1), date(2024, 12
 )
 def test_price_rules(row: tuple[Any, ...], rule: str | None) -> None:
     assert PRICES.broken_rule(row, JOB) == rule
+
+
+@pytest.mark.parametrize("eps", [True, "1.5", [1.5], {"value": 1.5}])
+def test_a_figure_that_is_not_a_json_number_makes_the_answer_malformed(eps: Any) -> None:
+    market = Market(seed=1, securities=20, today=TODAY)
+    sec = next(s for s in market.listed() if market.reports_wire(s.security_id))
+    wire = market.reports_wire(sec.security_id)
+    report = next(entry["fiscalReport"] for entry in wire if entry["fiscalReport"])
+    report["epsValue"] = eps
+    with pytest.raises(MalformedResponse, match="expected a number"):
+        REPORTS.to_rows(wire, Job("reports", Security(sec.security_id, sec.symbol)))
+
+
+@pytest.mark.parametrize("eps", [3, -2.5, None, math.inf])
+def test_a_json_number_or_null_is_taken_as_it_is(eps: Any) -> None:
+    market = Market(seed=1, securities=20, today=TODAY)
+    sec = next(s for s in market.listed() if market.reports_wire(s.security_id))
+    wire = [entry for entry in market.reports_wire(sec.security_id) if entry["fiscalReport"]][:1]
+    wire[0]["fiscalReport"]["epsValue"] = eps
+    (row,) = REPORTS.to_rows(wire, Job("reports", Security(sec.security_id, sec.symbol)))
+    assert row[3] is eps  # the very object decoded: no conversion on the way
