@@ -37,6 +37,7 @@ import trio
 
 RECEIVE_SIZE = 65536
 Header = tuple[bytes, bytes]
+_END_OF_REQUEST = h11.EndOfMessage()  # immutable: one for every request (building one costs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,7 @@ class LeanTransport:
         try:
             with _deadline(timeout, httpx.ReadTimeout):
                 data = protocol.send(head) or b""
-                data += protocol.send(h11.EndOfMessage()) or b""
+                data += protocol.send(_END_OF_REQUEST) or b""
                 await connection.stream.send_all(data)
                 status = 0
                 texts: list[tuple[str, str]] = []
@@ -214,7 +215,7 @@ class LeanTransport:
                         status = event.status_code
                         texts = [
                             (name.decode("latin-1"), value.decode("latin-1"))
-                            for name, value in event.headers
+                            for name, value in event.headers.raw_items()  # a list: fast
                         ]
                         decoder = _Decoder(_first(texts, "content-encoding"))
                         streaming = sink is not None and status == 200
