@@ -61,6 +61,10 @@ async def run_printer(events: trio.MemoryReceiveChannel[Event], renderer: Render
                 with trio.move_on_at(next_refresh):
                     try:
                         renderer.handle(await events.receive())
+                        while True:  # and what else has arrived, without a wait each
+                            renderer.handle(events.receive_nowait())
+                    except trio.WouldBlock:
+                        pass
                     except trio.EndOfChannel:
                         break
                 if trio.current_time() >= next_refresh:
@@ -321,17 +325,18 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {value!r}")
 
 
-_EVENT_NAMES: dict[str, str] = {}
+_EVENT_SHAPES: dict[type, tuple[str, tuple[str, ...]]] = {}
 
 
-def _event_name(event: Event) -> str:
-    """`JobFinished` -> `job_finished` (each name worked out once)."""
-    kind = type(event).__name__
-    name = _EVENT_NAMES.get(kind)
-    if name is None:
-        name = "".join(f"_{c.lower()}" if c.isupper() else c for c in kind).lstrip("_")
-        _EVENT_NAMES[kind] = name
-    return name
+def _event_shape(event: Event) -> tuple[str, tuple[str, ...]]:
+    """(`job_finished` for `JobFinished`, its dataclass field names), worked out once per kind
+    of event."""
+    kind = type(event)
+    shape = _EVENT_SHAPES.get(kind)
+    if shape is None:
+        name = "".join(f"_{c.lower()}" if c.isupper() else c for c in kind.__name__).lstrip("_")
+        shape = _EVENT_SHAPES[kind] = (name, tuple(f.name for f in dataclasses.fields(event)))
+    return shape
 
 
 class JsonRenderer:
@@ -348,8 +353,9 @@ class JsonRenderer:
         self._encoder = msgspec.json.Encoder(enc_hook=_jsonable)
 
     def handle(self, event: Event) -> None:
-        payload: dict[str, Any] = {"event": _event_name(event)}
-        payload.update((f.name, getattr(event, f.name)) for f in dataclasses.fields(event))
+        name, fields = _event_shape(event)
+        payload: dict[str, Any] = {"event": name}
+        payload.update((field, getattr(event, field)) for field in fields)
         if isinstance(event, RunFinished):
             payload["exit_code"] = event.summary.exit_code
         self._out.write(self._encoder.encode(payload).decode() + "\n")
