@@ -18,7 +18,7 @@ from ntx.errors import MalformedResponse
 from ntx.lists import Listing, ListStage
 from ntx.model import DateRange, Job, Row, Rows, Security
 from ntx.sources import Source, Wire
-from ntx.wire import number, text
+from ntx.wire import number, shape_error, text
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ def _shape_checked(convert: Callable[[Any, Job], list[Row]]) -> Callable[[Any, J
         try:
             return convert(wire, job)
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-            raise MalformedResponse(
-                f"unexpected answer shape: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise MalformedResponse(shape_error(exc)) from exc
 
     return checked
 

@@ -27,3 +27,8 @@ def text(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     return value
+
+
+def shape_error(exc: Exception) -> str:
+    """What a lookup or type error met while walking an answer says about its shape."""
+    return f"unexpected answer shape: {type(exc).__name__}: {exc}"

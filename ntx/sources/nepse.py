@@ -23,6 +23,7 @@ from ntx.sources import RecordSink, Wire
 from ntx.sources.client import ApiClient
 from ntx.throttle import RequestGate
 from ntx.transport import Answer, BodySink
+from ntx.wire import shape_error
 
 T = TypeVar("T")
 PAGE_SIZE = 500  # the server's cap; it may answer with smaller pages, which is fine
@@ -211,7 +212,7 @@ OWNERSHIP_FIELDS = (
 def _shape_error(exc: Exception) -> str:
     if isinstance(exc, NotAnArrayOfObjects):
         return str(exc)
-    return f"unexpected answer shape: {type(exc).__name__}: {exc}"
+    return shape_error(exc)
 
 
 def _records(body: Wire, path: str) -> list[Wire]:
