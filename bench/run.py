@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ntx.datasets import PRICES  # noqa: E402
+from ntx.db.store import Store  # noqa: E402
 from ntx.demo.market import Market  # noqa: E402
 from ntx.model import DateRange, Job, JobResult, Security  # noqa: E402
-from ntx.store import Store  # noqa: E402
 
 PYTHON = sys.executable
 PAST = ("--from", "2024-01-01", "--to", "2025-06-30")  # fixed: a re-run has nothing new to find

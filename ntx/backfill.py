@@ -17,20 +17,20 @@ from typing import Any
 
 import trio
 
-from ntx.adaptive import AutoPace
 from ntx.datasets import PER_SECURITY
+from ntx.db.lock import exclusive
+from ntx.db.store import Store, check_path
 from ntx.engine import Engine, RunPlan
 from ntx.errors import EXIT_INTERRUPTED, NtxError, UsageError
 from ntx.events import Event, Paused, RunFinished, RunStarted, RunSummary
-from ntx.lock import exclusive
 from ntx.model import DateRange
-from ntx.progress import Renderer, run_printer
-from ntx.retry import CircuitBreaker, RetryPolicy
+from ntx.net.client import open_client
+from ntx.pace.adaptive import AutoPace
+from ntx.pace.retry import CircuitBreaker, RetryPolicy
+from ntx.pace.throttle import Throttle, TokenBucket
 from ntx.settings import BackfillSettings
-from ntx.sources.client import open_client
-from ntx.sources.nepse import NepseSource
-from ntx.store import Store, check_path
-from ntx.throttle import Throttle, TokenBucket
+from ntx.sources.nepse.source import NepseSource
+from ntx.ui.printer import Renderer, run_printer
 
 EVENT_BUFFER = 1024
 

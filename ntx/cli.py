@@ -190,8 +190,8 @@ def backfill(
 ) -> None:
     """Fetch market data into the database. No dataset flag means all five."""
     from ntx.backfill import run_backfill
-    from ntx.progress import choose_renderer
     from ntx.settings import resolve_backfill
+    from ntx.ui.printer import choose_renderer
 
     def run() -> int:
         demo_options = (
@@ -252,7 +252,7 @@ def status(
     db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
 ) -> None:
     """Show what the database holds, per dataset."""
-    from ntx.status import print_status
+    from ntx.ui.tables import print_status
 
     _with_readonly_store(db, lambda store, running: print_status(store))
 
@@ -262,9 +262,9 @@ app.add_typer(runs_app, name="runs")
 
 
 def _with_readonly_store(db: str | None, show: Callable[[Any, bool], None]) -> None:
-    from ntx.lock import holder
+    from ntx.db.lock import holder
+    from ntx.db.store import Store
     from ntx.settings import resolve_db
-    from ntx.store import Store
 
     def action() -> None:
         path = resolve_db(db)
@@ -283,7 +283,7 @@ def runs(
     db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
 ) -> None:
     """List the runs: id, start, duration, status, datasets, rows, failed jobs."""
-    from ntx.status import print_runs
+    from ntx.ui.tables import print_runs
 
     if ctx.invoked_subcommand is None:
         _with_readonly_store(db, lambda store, running: print_runs(store, running))
@@ -295,7 +295,7 @@ def runs_show(
     db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
 ) -> None:
     """Show one run and its failed and skipped jobs, with their reasons."""
-    from ntx.status import print_run
+    from ntx.ui.tables import print_run
 
     _with_readonly_store(db, lambda store, running: print_run(store, run_id, running))
 

@@ -8,17 +8,16 @@ Adding a dataset means adding a `Dataset` here and its table in a store migratio
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import wraps
 from typing import Any
 
-from ntx.errors import MalformedResponse
-from ntx.lists import Listing, ListStage
-from ntx.model import DateRange, Job, Row, Rows, Security
-from ntx.sources import Source, Wire
-from ntx.wire import number, shape_error, text
+from ntx.errors import MalformedResponse, UsageError
+from ntx.model import DateRange, Job, Row, Security
+from ntx.sources import Source
+from ntx.sources.nepse.wire import CompanyRecord, SecurityRecord, Wire, number, shape_error, text
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,10 @@ class Dataset:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     fetch: Callable[[Source, Job], Awaitable[Any]]
-    to_rows: Callable[[Any, Job], Rows]
+    to_rows: Callable[[Any, Job], list[Row]]
     check: Callable[[Row, Job], str | None] = lambda row, job: None
     ranged: bool = False
     per_security: bool = True
-    checked_when_staged: bool = False  # rows checked on their way in (the lists): kept as they are
 
     def broken_rule(self, row: Row, job: Job) -> str | None:
         """The rule a row breaks, or None: every number finite, then the dataset's own rules."""
@@ -50,10 +48,8 @@ class Dataset:
                 return f"{name} is not a finite number"
         return self.check(row, job)
 
-    def split_valid(self, rows: Rows, job: Job) -> tuple[Rows, list[tuple[Row, str]]]:
+    def split_valid(self, rows: list[Row], job: Job) -> tuple[list[Row], list[tuple[Row, str]]]:
         """The rows to store, and the others with the rule each breaks."""
-        if self.checked_when_staged:
-            return rows, []
         valid: list[Row] = []
         invalid: list[tuple[Row, str]] = []
         for row in rows:
@@ -102,22 +98,75 @@ def _unique_by_key(rows: Iterable[Row], key_width: int) -> list[Row]:
 
 # ---------------------------------------------------------------- companies (the lists)
 
-
-async def _fetch_lists(source: Source, job: Job) -> Listing:
-    """Both lists, streamed into a scratch file and joined there (see `ntx.lists`); the
-    caller closes the `Listing` (which deletes the file)."""
-    stage = ListStage()
-    try:
-        await source.companies(stage.companies)
-        await source.securities(stage.securities)
-        return stage.listing()
-    except BaseException:
-        stage.close()
-        raise
+DEFAULT_INSTRUMENT = "Equity"
+ACTIVE = "A"
 
 
-def _listing_rows(listing: Listing, job: Job) -> Listing:
-    return listing  # read lazily by the writer, checked as they were staged
+@dataclass(frozen=True)
+class Lists:
+    """Both list answers of one run, decoded whole."""
+
+    companies: list[CompanyRecord]
+    securities: list[SecurityRecord]
+
+
+async def _fetch_lists(source: Source, job: Job) -> Lists:
+    return Lists(await source.companies(), await source.securities())
+
+
+def _listing_rows(lists: Lists, job: Job) -> list[Row]:
+    """The `securities` rows: one per security of the security list, in its order, joined by
+    symbol to the last company-list record of that symbol; a company's name and status, where
+    missing or empty, come from the security list."""
+    company = {record.symbol: record for record in lists.companies}  # the last one wins
+    rows = []
+    for listed in lists.securities:
+        found = company.get(listed.symbol) or CompanyRecord(symbol=listed.symbol)
+        rows.append(
+            (
+                listed.id,
+                listed.symbol,
+                found.company_name or listed.security_name,
+                found.sector_name,
+                found.instrument_type,
+                found.status or listed.active_status,
+                listed.security_name,
+                found.id,
+                found.company_email,
+                found.website,
+                found.regulatory_body,
+            )
+        )
+    return rows
+
+
+def choose_universe(
+    securities: Iterable[Row], symbols: Sequence[str], all_instruments: bool
+) -> list[Security]:
+    """The securities a run covers, sorted by symbol, from the `securities` rows.
+
+    Named `symbols` (case-insensitive) are taken exactly, and every one must exist
+    (`UsageError` names the others); otherwise every listed security, or by default the
+    active equities.
+    """
+    listed = [Security(*row[:6]) for row in securities]
+    if symbols:
+        wanted = list(dict.fromkeys(symbol.upper() for symbol in symbols))
+        found = {sec.symbol.upper(): sec for sec in listed if sec.symbol.upper() in wanted}
+        unknown = [symbol for symbol in wanted if symbol not in found]
+        if unknown:
+            noun = "symbol" if len(unknown) == 1 else "symbols"
+            raise UsageError(f"unknown {noun} {', '.join(unknown)}: not in the security list")
+        chosen = list(found.values())
+    elif all_instruments:
+        chosen = listed
+    else:
+        chosen = [
+            sec
+            for sec in listed
+            if sec.instrument_type == DEFAULT_INSTRUMENT and sec.status == ACTIVE
+        ]
+    return sorted(chosen, key=lambda sec: sec.symbol)
 
 
 # ---------------------------------------------------------------- prices
@@ -318,7 +367,6 @@ COMPANIES = Dataset(
     fetch=_fetch_lists,
     to_rows=_listing_rows,
     per_security=False,
-    checked_when_staged=True,
 )
 
 PRICES = Dataset(

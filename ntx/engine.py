@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import trio
 
-from ntx.datasets import COMPANIES, DATASETS, plan_jobs
+from ntx.datasets import COMPANIES, DATASETS, choose_universe, plan_jobs
+from ntx.db.store import BUSY_TIMEOUT, Store
 from ntx.errors import FetchError, Interrupted, NotFound, NtxError, StoreError
 from ntx.events import (
     DatasetPlanned,
@@ -33,11 +34,9 @@ from ntx.events import (
     Resumed,
     RunSummary,
 )
-from ntx.lists import Listing, Universe
-from ntx.model import DateRange, Job, JobResult, WriteCounts
+from ntx.model import DateRange, Job, JobResult, Security, WriteCounts
+from ntx.pace.throttle import RequestMeter, Throttle
 from ntx.sources import Source
-from ntx.store import BUSY_TIMEOUT, Store
-from ntx.throttle import RequestMeter, Throttle
 from ntx.writer import FLUSH_ROWS, FLUSH_SECONDS, Writer
 
 
@@ -118,15 +117,13 @@ class Engine:
         fetched = None
         with self._fetching():
             fetched = await self._fetch_universe()
-        if fetched is not None:
-            universe, lists_result = fetched
-            with closing(universe.listing):  # the lists' scratch file goes when the run ends
-                if not self.interrupted:
-                    return await self._run_with_store(universe, lists_result, started)
-        raise Interrupted("interrupted before anything was fetched; nothing changed")
+        if fetched is None or self.interrupted:
+            raise Interrupted("interrupted before anything was fetched; nothing changed")
+        universe, lists_result = fetched
+        return await self._run_with_store(universe, lists_result, started)
 
     async def _run_with_store(
-        self, universe: Universe, lists_result: JobResult, started: float
+        self, universe: list[Security], lists_result: JobResult, started: float
     ) -> RunSummary:
         store = await trio.to_thread.run_sync(
             partial(Store.open, self.plan.db_path, busy_timeout=self.plan.busy_timeout)
@@ -180,7 +177,7 @@ class Engine:
             command=self.plan.command,
         )
 
-    async def _fetch_universe(self) -> tuple[Universe, JobResult]:
+    async def _fetch_universe(self) -> tuple[list[Security], JobResult]:
         """Stage one: the lists. Unknown symbols stop the run here, before any write."""
         await self._announce(COMPANIES.name, jobs=1, up_to_date=0)
         async with self._limiter:
@@ -189,19 +186,14 @@ class Engine:
             await meter.rested()
         if not result.ok:
             raise ListsUnavailable(f"cannot fetch the security list: {result.error}")
-        assert isinstance(result.rows, Listing)
-        try:
-            universe = result.rows.universe(self.plan.symbols, self.plan.all_instruments)
-        except BaseException:
-            result.rows.close()
-            raise
+        universe = choose_universe(result.rows, self.plan.symbols, self.plan.all_instruments)
         return universe, result
 
     async def _run_jobs(
         self,
         store: Store,
         run_id: int,
-        universe: Universe,
+        universe: list[Security],
         lists_result: JobResult,
         done: Mapping[str, AbstractSet[int]],
     ) -> None:

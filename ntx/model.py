@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 Row = tuple[Any, ...]
-
-
-class Rows(Protocol):
-    """A job's rows: a list, or rows read lazily from elsewhere (the lists' scratch file)."""
-
-    def __len__(self) -> int: ...
-    def __iter__(self) -> Iterator[Row]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +95,7 @@ class JobResult:
     """What a fetcher hands the writer: the job's rows, or why it failed."""
 
     job: Job
-    rows: Rows = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     error: str | None = None  # why it failed, or why it was skipped
     requests: int = 0
     retries: int = 0

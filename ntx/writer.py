@@ -14,9 +14,9 @@ from contextlib import suppress
 
 import trio
 
+from ntx.db.store import Store
 from ntx.events import Event, RowsCommitted
 from ntx.model import JobResult, WriteCounts
-from ntx.store import Store
 
 FLUSH_ROWS = 2000
 FLUSH_SECONDS = 1.0

@@ -13,18 +13,18 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from ntx.adaptive import HEADROOM, WINDOW, AutoPace
 from ntx.demo.app import DemoApp
 from ntx.demo.market import Market
 from ntx.engine import Engine, RunPlan
 from ntx.errors import HttpStatusError
 from ntx.events import Event, Paced, RunSummary
 from ntx.model import DateRange
-from ntx.retry import RetryPolicy
+from ntx.net.client import open_client
+from ntx.pace.adaptive import HEADROOM, WINDOW, AutoPace
+from ntx.pace.retry import RetryPolicy
+from ntx.pace.throttle import Outcome, Throttle
 from ntx.settings import parse_pace
-from ntx.sources.client import open_client
-from ntx.sources.nepse import NepseSource
-from ntx.throttle import Outcome, Throttle
+from ntx.sources.nepse.source import NepseSource
 from tests.helpers import TODAY, default_universe, expected_tables, table
 
 DATASETS = ("reports", "dividends", "ownership")

@@ -140,8 +140,8 @@ def test_empty_or_headerless_file_is_not_mistaken_for_a_foreign_database(
     tmp_path: Path, content: bytes
 ) -> None:
     """An empty file may become an ntx database; a corrupt SQLite header is refused untouched."""
+    from ntx.db.store import check_path
     from ntx.errors import UsageError
-    from ntx.store import check_path
 
     path = tmp_path / "x.db"
     path.write_bytes(content)

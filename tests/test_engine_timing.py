@@ -16,9 +16,9 @@ from ntx.demo.market import Market
 from ntx.engine import Engine, RunPlan
 from ntx.events import Event
 from ntx.model import DateRange
-from ntx.sources.client import open_client
-from ntx.sources.nepse import NepseSource
-from ntx.throttle import RequestMeter, Throttle
+from ntx.net.client import open_client
+from ntx.pace.throttle import RequestMeter, Throttle
+from ntx.sources.nepse.source import NepseSource
 from tests.helpers import TODAY, default_universe, mock_network
 
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from ntx.errors import MalformedResponse
 from ntx.model import DateRange
-from ntx.sources.client import open_client
-from ntx.sources.nepse import NepseSource
-from ntx.throttle import Throttle
+from ntx.net.client import open_client
+from ntx.pace.throttle import Throttle
+from ntx.sources.nepse.source import NepseSource
 
 START = date(2015, 1, 1)
 

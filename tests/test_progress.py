@@ -29,9 +29,9 @@ from ntx.events import (
     RunStarted,
     RunSummary,
 )
-from ntx.live import RichRenderer
 from ntx.model import DateRange, WriteCounts
-from ntx.progress import JsonRenderer, PlainRenderer, format_duration, run_printer
+from ntx.ui.live import RichRenderer
+from ntx.ui.printer import JsonRenderer, PlainRenderer, format_duration, run_printer
 
 
 async def feed(renderer: PlainRenderer | RichRenderer) -> None:
@@ -246,7 +246,7 @@ def test_plain_and_json_runs_never_import_rich() -> None:
         "import sys, io\n"
         "from ntx.cli import app\n"
         "import ntx.backfill\n"
-        "from ntx.progress import choose_renderer\n"
+        "from ntx.ui.printer import choose_renderer\n"
         "choose_renderer('plain', io.StringIO()), choose_renderer('json', io.StringIO())\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'rich'))\n"
     )

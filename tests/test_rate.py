@@ -12,7 +12,7 @@ import trio
 from trio.testing import MockClock
 
 from ntx.model import DateRange
-from ntx.throttle import Throttle, TokenBucket, sleep_until
+from ntx.pace.throttle import Throttle, TokenBucket, sleep_until
 from tests.helpers import (
     TODAY,
     backfill_args,

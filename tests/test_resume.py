@@ -21,9 +21,9 @@ from ntx.engine import Engine, RunPlan
 from ntx.errors import EXIT_INTERRUPTED
 from ntx.events import Event, RowsCommitted, RunSummary
 from ntx.model import DateRange
-from ntx.sources.client import open_client
-from ntx.sources.nepse import NepseSource
-from ntx.throttle import Throttle
+from ntx.net.client import open_client
+from ntx.pace.throttle import Throttle
+from ntx.sources.nepse.source import NepseSource
 from tests.helpers import TODAY, mock_network
 
 MARKET = Market(seed=9, securities=24, today=TODAY)

@@ -12,11 +12,17 @@ import trio
 from trio.testing import MockClock
 
 from ntx.errors import AccessDenied, FetchError, HttpStatusError, NotFound, TransportError
-from ntx.lists import ListStage
-from ntx.retry import CircuitBreaker, RetryPolicy, Verdict, classify, full_jitter, parse_retry_after
-from ntx.sources.client import open_client
-from ntx.sources.nepse import NepseSource
-from ntx.throttle import RequestMeter, Throttle
+from ntx.net.client import open_client
+from ntx.pace.retry import (
+    CircuitBreaker,
+    RetryPolicy,
+    Verdict,
+    classify,
+    full_jitter,
+    parse_retry_after,
+)
+from ntx.pace.throttle import RequestMeter, Throttle
+from ntx.sources.nepse.source import NepseSource
 
 DETAIL = {
     "stockListedShares": 1e6,
@@ -228,7 +234,7 @@ async def test_breaker_cooldown_is_capped(mock_clock: MockClock) -> None:
     assert pauses == [30, 60, 120, 240, 300, 300, 300]
 
 
-async def test_a_streamed_list_retried_after_a_cut_answer_holds_each_record_once(
+async def test_a_list_retried_after_a_cut_answer_holds_each_record_once(
     mock_clock: MockClock,
 ) -> None:
     gate = Throttle(0.0)
@@ -238,8 +244,7 @@ async def test_a_streamed_list_retried_after_a_cut_answer_holds_each_record_once
         [httpx.Response(200, content=full[:30]), httpx.Response(200, content=full)], log
     )
     policy = RetryPolicy(gate, rng=Highest())
-    with ListStage() as stage:
-        async with open_client("http://x", workers=1, timeout=5, transport=transport) as client:
-            await NepseSource(client, RequestMeter(gate), policy).securities(stage.securities)
-        assert [row[:2] for row in stage.listing()] == [(1, "A"), (2, "B")]
+    async with open_client("http://x", workers=1, timeout=5, transport=transport) as client:
+        listed = await NepseSource(client, RequestMeter(gate), policy).securities()
+    assert [(record.id, record.symbol) for record in listed] == [(1, "A"), (2, "B")]
     assert log == [0.0, 1.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,9 +12,9 @@ import pytest
 import trio
 
 from ntx.errors import HttpStatusError, MalformedResponse, TransportError
-from ntx.sources.client import open_client
-from ntx.sources.nepse import NepseSource
-from ntx.throttle import Throttle
+from ntx.net.client import open_client
+from ntx.pace.throttle import Throttle
+from ntx.sources.nepse.source import NepseSource
 
 DETAIL = {
     "stockListedShares": 1.0,
@@ -23,19 +24,6 @@ DETAIL = {
     "promoterShares": 1.0,
     "promoterPercentage": 50.0,
 }
-
-
-class Collected(list[dict[str, object]]):
-    """A `RecordSink` that keeps what it is given; `starts` counts the attempts."""
-
-    starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        self.clear()
-
-    def add(self, record: dict[str, object]) -> None:
-        self.append(record)
 
 
 async def call(handler, method: str, *args):  # type: ignore[no-untyped-def]
@@ -83,42 +71,58 @@ async def test_truncated_or_wrongly_shaped_answers_are_malformed(body: bytes, me
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b'[{"id": 1}, {"id": 2', "the array ends early"),
-        (b'[{"id": 1}, {"id": }]', "not valid JSON"),
-        (b'{"a": 1}', "expected a JSON array"),
-        (b"[1, 2]", "expected an array of objects"),
-        (b"", "no JSON array"),
+        (b'[{"id": 1, "symbol": "A"}, {"id": 2', "not valid JSON"),
+        (b'{"a": 1}', "Expected `array`, got `object`"),
+        (b"[1, 2]", "Expected `object`, got `int`"),
+        (b'[{"id": "1", "symbol": "A"}]', r"Expected `int`, got `str` - at `\$\[0\].id`"),
+        (b'[{"id": true, "symbol": "A"}]', "Expected `int`, got `bool`"),
+        (b'[{"id": 1}]', "missing required field `symbol`"),
+        (b'[{"id": 1, "symbol": "A", "securityName": 5}]', "Expected `str | null`"),
+        (b"", "not valid JSON"),
     ],
 )
-async def test_a_streamed_list_that_is_truncated_or_wrongly_shaped_is_malformed(
+async def test_a_list_that_is_truncated_or_wrongly_typed_is_malformed(
     body: bytes, message: str
 ) -> None:
     with pytest.raises(MalformedResponse, match=message):
-        await call(lambda r: httpx.Response(200, content=body), "companies", Collected())
+        await call(lambda r: httpx.Response(200, content=body), "securities")
 
 
-async def test_a_streamed_list_arrives_record_by_record_and_a_refused_record_is_malformed() -> None:
-    body = b'[{"symbol": "A"}, {"symbol": "B", "n": [1, {"x": "]"}]}]'
-    into = Collected()
-    await call(lambda r: httpx.Response(200, content=body), "securities", into)
-    assert into == [{"symbol": "A"}, {"symbol": "B", "n": [1, {"x": "]"}]}] and into.starts == 1
-
-    class Refusing(Collected):
-        def add(self, record: dict[str, object]) -> None:
-            raise ValueError(f"no {record['symbol']}")
-
-    with pytest.raises(MalformedResponse, match=r"/api/nots/security: .*ValueError: no A"):
-        await call(lambda r: httpx.Response(200, content=body), "securities", Refusing())
+async def test_the_lists_decode_into_records_and_ignore_fields_they_do_not_use() -> None:
+    body = b'[{"id": 3, "symbol": "NABIL", "securityName": "Nabil", "activeStatus": "A", "x": []}]'
+    (record,) = await call(lambda r: httpx.Response(200, content=body), "securities")
+    assert (record.id, record.symbol, record.security_name, record.active_status) == (
+        3,
+        "NABIL",
+        "Nabil",
+        "A",
+    )
+    body = (
+        b'[{"symbol": "NABIL", "companyName": "Nabil Bank", "id": 31, "instrumentType": "Equity"}]'
+    )
+    (company,) = await call(lambda r: httpx.Response(200, content=body), "companies")
+    assert (company.id, company.company_name, company.instrument_type, company.status) == (
+        31,
+        "Nabil Bank",
+        "Equity",
+        None,
+    )
 
 
 async def test_json_beyond_the_standard_is_still_read_so_validation_can_judge_each_row() -> None:
     """NaN, Infinity and integers beyond 64 bits (written by some servers) decode; only the
     row holding one is then refused, not the whole answer."""
     body = b'[{"a": NaN}, {"a": Infinity}, {"a": 123456789012345678901234567890}, {"a": 1.5}]'
-    rows = Collected()
-    await call(lambda r: httpx.Response(200, content=body), "companies", rows)
+    rows = await call(lambda r: httpx.Response(200, content=body), "reports", 1)
     assert math.isnan(rows[0]["a"]) and rows[1]["a"] == math.inf
     assert rows[2]["a"] == 123456789012345678901234567890 and rows[3] == {"a": 1.5}
+
+
+async def test_a_gzipped_answer_cut_short_is_malformed_not_half_stored() -> None:
+    body = gzip.compress(b'[{"id": 1, "symbol": "A"}, {"id": 2, "symbol": "B"}]')[:-12]
+    headers = {"content-encoding": "gzip"}
+    with pytest.raises(MalformedResponse, match="not valid JSON"):
+        await call(lambda r: httpx.Response(200, content=body, headers=headers), "securities")
 
 
 async def test_connection_errors_and_timeouts_are_transport_errors() -> None:
@@ -129,9 +133,9 @@ async def test_connection_errors_and_timeouts_are_transport_errors() -> None:
         raise httpx.ReadTimeout("slow", request=request)
 
     with pytest.raises(TransportError, match="cannot connect"):
-        await call(refuse, "companies", Collected())
+        await call(refuse, "companies")
     with pytest.raises(TransportError, match="timed out"):
-        await call(stall, "securities", Collected())
+        await call(stall, "securities")
 
 
 async def test_the_gate_is_left_only_after_the_body_is_read() -> None:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ntx.db.store import APPLICATION_ID, SCHEMA_VERSION, Store
 from ntx.errors import StoreError, UsageError
 from ntx.model import Job, JobResult, Security
-from ntx.store import APPLICATION_ID, SCHEMA_VERSION, Store
 
 price = st.tuples(
     st.integers(1, 3),  # security id

@@ -10,9 +10,9 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from ntx.db.store import Store
 from ntx.events import Event, RowsCommitted
 from ntx.model import Job, JobResult, Security
-from ntx.store import Store
 from ntx.writer import Writer
 
 

@@ -18,7 +18,7 @@ import trio
 
 from ntx.demo.market import Market
 from ntx.model import DateRange
-from ntx.throttle import TokenBucket
+from ntx.pace.throttle import TokenBucket
 
 MAX_PAGE_SIZE = 500
 

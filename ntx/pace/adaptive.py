@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ntx.events import Paced
-from ntx.throttle import Outcome, Throttle
+from ntx.pace.throttle import Outcome, Throttle
 
 TICK = 0.5  # seconds between increases
 WINDOW = 2.0  # seconds over which the accepted rate is measured
@@ -79,7 +79,7 @@ class AutoPace:
     # ------------------------------------------------------------------ signals
 
     def answered(self, started: float, finished: float, outcome: Outcome) -> None:
-        """The throttle's report of one request (see `ntx.throttle.Observer`)."""
+        """The throttle's report of one request (see `ntx.pace.throttle.Observer`)."""
         if outcome is Outcome.OK:
             self._healthy(finished, finished - started)
         elif outcome is Outcome.CONGESTED:

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ntx.events import Event, Resumed, RunFinished, RunStarted
-from ntx.progress import (
+from ntx.ui.printer import (
     REFRESH_SECONDS,
     Tracker,
     format_duration,

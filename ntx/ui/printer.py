@@ -1,6 +1,6 @@
 """The progress printer: the only task that writes to the terminal during a run.
 
-Renderers turn events into output: `ntx.live.RichRenderer` (live bars, for a terminal),
+Renderers turn events into output: `ntx.ui.live.RichRenderer` (live bars, for a terminal),
 `PlainRenderer` (one line per step, for pipes and logs) and `JsonRenderer` (one JSON object
 per event, for programs). They only display; what happened is decided by the engine. The
 live display is a module of its own so that plain and JSON runs never import rich (about
@@ -376,7 +376,7 @@ def choose_renderer(mode: str, out: TextIO | None = None) -> Renderer:
     if mode == "rich":
         from rich.console import Console
 
-        from ntx.live import RichRenderer
+        from ntx.ui.live import RichRenderer
 
         return RichRenderer(Console(file=out, force_terminal=True))
     if mode == "json":

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from ntx.store import Store
+from ntx.db.store import Store
 
 HEADERS = ("dataset", "securities", "rows", "first date", "last date", "last fetched")
 
@@ -63,7 +63,7 @@ RUN_HEADERS = (
 def _duration(run: dict[str, Any]) -> str:
     from datetime import datetime
 
-    from ntx.progress import format_duration
+    from ntx.ui.printer import format_duration
 
     if not run.get("finished_at"):
         return "-"

@@ -29,7 +29,7 @@ from typing import TypeVar
 import trio
 
 from ntx.errors import AccessDenied, FetchError, HttpStatusError, NotFound
-from ntx.throttle import RequestGate, Throttle
+from ntx.pace.throttle import RequestGate, Throttle
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

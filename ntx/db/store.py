@@ -21,7 +21,7 @@ from typing import Any
 
 from ntx.datasets import DATASETS, Dataset
 from ntx.errors import StoreError, UsageError
-from ntx.model import DateRange, JobResult, Rows, WriteCounts
+from ntx.model import DateRange, JobResult, Row, WriteCounts
 
 APPLICATION_ID = 0x4E545831  # "NTX1"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -567,7 +567,7 @@ class _UpsertSql:
             " WHERE security_id = ?" if spec.per_security else ""
         )
 
-    def run(self, conn: sqlite3.Connection, rows: Rows, security_id: int) -> WriteCounts:
+    def run(self, conn: sqlite3.Connection, rows: list[Row], security_id: int) -> WriteCounts:
         """Upsert `rows`, all of them `security_id`'s if the dataset is per security."""
         if not rows:
             return WriteCounts()

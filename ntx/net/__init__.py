@@ -1,0 +1,1 @@
+"""The network: one HTTP client (httpx), TLS verified, proxies from the environment."""

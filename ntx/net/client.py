@@ -1,0 +1,120 @@
+"""The one HTTP client of a run: an `httpx.AsyncClient` under one API root.
+
+Every request of ntx goes through `HttpClient.request`: a keep-alive pool with a connection
+per worker, a time limit per request, TLS verified unless told otherwise (certifi's roots, or
+`SSL_CERT_FILE` / `SSL_CERT_DIR` when set), proxies from the environment (`HTTPS_PROXY`,
+`HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`), gzip and deflate bodies decoded. A connection
+the server closed while it sat idle is replaced by httpx's pool.
+
+httpx's exceptions are mapped to ntx's `TransportError` here, once: nothing above this module
+sees an httpx error. Tests put an `httpx.MockTransport` where the network would be.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ntx import __version__
+from ntx.errors import TransportError
+
+Params = Mapping[str, str | int]
+
+
+def open_client(
+    base_url: str,
+    *,
+    workers: int,
+    timeout: float,
+    verify: bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> HttpClient:
+    """A client for one run: `workers` keep-alive connections at most, `timeout` seconds per
+    request, TLS verified unless `verify` is False. `transport` replaces the network."""
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    client = httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        timeout=timeout,
+        verify=verify,
+        limits=limits,
+        transport=transport,
+        headers={
+            "User-Agent": f"ntx/{__version__}",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        },
+    )
+    return HttpClient(client)
+
+
+class HttpClient:
+    """Requests to paths under one API root; each answer is read whole before it returns."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def url(self, path: str) -> str:
+        """The absolute URL of `path` (already URL-encoded)."""
+        return str(self._client.base_url.join(path.lstrip("/")))
+
+    async def request(
+        self, method: str, path: str, *, params: Params | None = None, json: Any = None
+    ) -> httpx.Response:
+        """The response to one request, of any status; `TransportError` when there is none
+        (refused, reset, timed out, a body cut short or not decodable)."""
+        try:
+            return await self._client.request(method, path, params=params, json=json)
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"timed out: {self.url(path)} ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{_describe(exc)} {self.url(path)} ({_reason(exc)})") from exc
+
+    async def get(self, path: str, params: Params | None = None) -> httpx.Response:
+        return await self.request("GET", path, params=params)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's words ("Connection refused", "CERTIFICATE_VERIFY_FAILED ..."):
+    httpx's own message is often only "all attempts to connect ... failed", or empty."""
+    reason = type(exc).__name__
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return str(seen)
+        if isinstance(seen, OSError) and seen.strerror:
+            reason = seen.strerror
+        elif str(seen) and not isinstance(seen, BaseExceptionGroup):
+            reason = str(seen)
+        if isinstance(seen, BaseExceptionGroup):
+            seen = seen.exceptions[0]
+        else:
+            seen = seen.__cause__ or seen.__context__
+    return reason
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot connect to"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return "connection broken at"
+    if isinstance(exc, httpx.DecodingError):
+        return "undecodable answer from"
+    return "request failed:"

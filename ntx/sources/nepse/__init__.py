@@ -1,0 +1,1 @@
+"""The NEPSE protocol: paths, paging, answer shapes."""
