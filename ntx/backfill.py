@@ -25,9 +25,7 @@ from ntx.errors import EXIT_INTERRUPTED, NtxError, UsageError
 from ntx.events import Event, Paused, RunFinished, RunStarted, RunSummary
 from ntx.model import DateRange
 from ntx.net.client import open_client
-from ntx.pace.adaptive import AutoPace
-from ntx.pace.retry import CircuitBreaker, RetryPolicy
-from ntx.pace.throttle import Throttle, TokenBucket
+from ntx.pace import Pace
 from ntx.settings import BackfillSettings
 from ntx.sources.nepse.source import NepseSource
 from ntx.ui.printer import Renderer, run_printer
@@ -142,19 +140,24 @@ async def _watch_signals(engine: Engine, *, task_status: trio.TaskStatus[None]) 
 async def _run(
     settings: BackfillSettings, plan: RunPlan, events: trio.MemorySendChannel[Event]
 ) -> RunSummary:
-    bucket = TokenBucket(settings.rate, burst=settings.workers) if settings.rate else None
-    throttle = Throttle(settings.sleep, bucket)
-    limiter = trio.CapacityLimiter(settings.workers)
-    pace = AutoPace(limiter, throttle) if settings.auto_pace else None
-    throttle.observer = pace
-    engine = Engine(plan, throttle, events, limiter)
+    async def announce_pause(seconds: float, reason: str) -> None:
+        await events.send(Paused(seconds, reason))
+
+    pace = Pace(
+        workers=settings.workers,
+        sleep=settings.sleep,
+        rate=settings.rate,
+        auto=settings.auto_pace,
+        retries=settings.retries,
+        notify=announce_pause,
+    )
+    engine = Engine(plan, pace, events)
     async with trio.open_nursery() as services:
         await services.start(_watch_signals, engine)
-        if pace is not None:
-            services.start_soon(pace.run, events.send)
+        services.start_soon(pace.run, events.send)
         if settings.demo is not None:
-            # imported here: the demo's HTTP server (hypercorn) costs a tenth of a second
-            # of CPU to import, which a backfill from a real API should not pay
+            # imported here: the demo's HTTP server (hypercorn) is not needed by a backfill
+            # from a real API
             from ntx.demo.faults import build_demo_app
             from ntx.demo.server import serve
 
@@ -165,15 +168,6 @@ async def _run(
             assert settings.api is not None
             base_url = source_name = settings.api
 
-        async def announce_pause(seconds: float, reason: str) -> None:
-            await events.send(Paused(seconds, reason))
-
-        policy = RetryPolicy(
-            throttle,
-            retries=settings.retries,
-            breaker=CircuitBreaker(throttle),
-            notify=announce_pause,
-        )
         await events.send(
             RunStarted(
                 source_name,
@@ -181,18 +175,17 @@ async def _run(
                 settings.workers,
                 settings.sleep,
                 settings.rate,
-                auto=pace is not None,
+                auto=settings.auto_pace,
             )
         )
         client = open_client(
             base_url,
-            workers=pace.max_workers if pace else settings.workers,  # a connection per slot
+            workers=pace.max_workers,  # a connection per slot
             timeout=settings.timeout,
             verify=not settings.insecure,
         )
         async with client:
-            summary = await engine.run(NepseSource(client, throttle, policy))
-        if pace is not None:
-            summary.advice = pace.advice(trio.current_time())
+            summary = await engine.run(NepseSource(client, pace.throttle, pace.policy))
+        summary.advice = pace.advice(trio.current_time())
         services.cancel_scope.cancel()
     return summary

@@ -35,7 +35,8 @@ from ntx.events import (
     RunSummary,
 )
 from ntx.model import DateRange, Job, JobResult, Security, WriteCounts
-from ntx.pace.throttle import RequestMeter, Throttle
+from ntx.pace import Pace
+from ntx.pace.throttle import RequestMeter
 from ntx.sources import Source
 from ntx.writer import FLUSH_ROWS, FLUSH_SECONDS, Writer
 
@@ -72,17 +73,16 @@ class Engine:
     def __init__(
         self,
         plan: RunPlan,
-        throttle: Throttle,
+        pace: Pace,
         events: trio.MemorySendChannel[Event],
-        limiter: trio.CapacityLimiter | None = None,
     ) -> None:
-        """`limiter` admits the fetchers (one of `plan.workers` slots if not given); whoever
-        passes it in may change its `total_tokens` during the run (`--sleep auto` does)."""
+        """`pace.limiter` admits the fetchers and `pace.throttle` gates their requests;
+        `--sleep auto` may change the limiter's `total_tokens` during the run."""
         self.plan = plan
         self._source: Source | None = None
-        self._throttle = throttle
+        self._throttle = pace.throttle
         self._events = events
-        self._limiter = limiter or trio.CapacityLimiter(plan.workers)
+        self._limiter = pace.limiter
         self._totals = {
             name: DatasetTotals(name, DATASETS[name].title)
             for name in (COMPANIES.name, *plan.datasets)

@@ -20,8 +20,8 @@ from ntx.errors import HttpStatusError
 from ntx.events import Event, Paced, RunSummary
 from ntx.model import DateRange
 from ntx.net.client import open_client
+from ntx.pace import Pace
 from ntx.pace.adaptive import HEADROOM, WINDOW, AutoPace
-from ntx.pace.retry import RetryPolicy
 from ntx.pace.throttle import Outcome, Throttle
 from ntx.settings import parse_pace
 from ntx.sources.nepse.source import NepseSource
@@ -70,11 +70,9 @@ async def backfill_auto(
     tmp_path: Path, market: Market, limit: HiddenLimit, latency: float
 ) -> tuple[RunSummary, AutoPace, list[Paced]]:
     """One backfill with --sleep auto from the defaults (5 workers, 0.2 s)."""
-    throttle = Throttle(0.2)
-    limiter = trio.CapacityLimiter(5)
-    pace = AutoPace(limiter, throttle)
-    throttle.observer = pace
-    policy = RetryPolicy(throttle, rng=random.Random(1))
+    run_pace = Pace(workers=5, sleep=0.2, auto=True, rng=random.Random(1))
+    pace = run_pace.auto
+    assert pace is not None
     plan = RunPlan(
         datasets=DATASETS,
         db_path=tmp_path / "auto.db",
@@ -96,12 +94,14 @@ async def backfill_auto(
     transport = limited_network(market, limit, latency)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drain)
-        nursery.start_soon(pace.run, notify)
+        nursery.start_soon(run_pace.run, notify)
         async with send:
             client = open_client("http://limited.test", workers=64, timeout=30, transport=transport)
             async with client:
-                engine = Engine(plan, throttle, send, limiter)
-                summary = await engine.run(NepseSource(client, throttle, policy))
+                engine = Engine(plan, run_pace, send)
+                summary = await engine.run(
+                    NepseSource(client, run_pace.throttle, run_pace.policy)
+                )
         nursery.cancel_scope.cancel()
     return summary, pace, paced
 

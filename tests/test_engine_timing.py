@@ -17,6 +17,7 @@ from ntx.engine import Engine, RunPlan
 from ntx.events import Event
 from ntx.model import DateRange
 from ntx.net.client import open_client
+from ntx.pace import Pace
 from ntx.pace.throttle import RequestMeter, Throttle
 from ntx.sources.nepse.source import NepseSource
 from tests.helpers import TODAY, default_universe, mock_network
@@ -44,7 +45,8 @@ async def run_engine(
     fail: dict[str, int] | None = None,
 ) -> tuple[object, Throttle, dict[str, int]]:
     transport = mock_network(market, latency, log, fail)
-    throttle = Throttle(sleep)
+    pace = Pace(workers=workers, sleep=sleep)
+    throttle = pace.throttle
     plan = RunPlan(
         datasets=datasets,
         db_path=tmp_path / "t.db",
@@ -61,7 +63,7 @@ async def run_engine(
                 "http://demo.test", workers=workers, timeout=30, transport=transport
             )
             async with client:
-                summary = await Engine(plan, throttle, send).run(NepseSource(client, throttle))
+                summary = await Engine(plan, pace, send).run(NepseSource(client, throttle))
     return summary, throttle, transport.state  # type: ignore[attr-defined]
 
 

@@ -22,7 +22,7 @@ from ntx.errors import EXIT_INTERRUPTED
 from ntx.events import Event, RowsCommitted, RunSummary
 from ntx.model import DateRange
 from ntx.net.client import open_client
-from ntx.pace.throttle import Throttle
+from ntx.pace import Pace
 from ntx.sources.nepse.source import NepseSource
 from tests.helpers import TODAY, mock_network
 
@@ -33,7 +33,8 @@ TABLES = [spec.table for spec in DATASETS.values()]
 
 async def run_once(db: Path, interrupt_after: int | None = None) -> tuple[RunSummary, int]:
     """One backfill; with `interrupt_after`, interrupted after that many commits."""
-    throttle = Throttle(0)
+    pace = Pace(workers=4, sleep=0)
+    throttle = pace.throttle
     plan = RunPlan(
         datasets=PER_SECURITY,
         db_path=db,
@@ -45,7 +46,7 @@ async def run_once(db: Path, interrupt_after: int | None = None) -> tuple[RunSum
         flush_seconds=0.05,
     )
     send, receive = trio.open_memory_channel[Event](0)
-    engine = Engine(plan, throttle, send)
+    engine = Engine(plan, pace, send)
     commits = 0
 
     async def watch() -> None:

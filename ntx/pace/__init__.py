@@ -1,2 +1,73 @@
 """Pacing: the proactive throttle, the `--rate` bucket, shared pauses, the retry policy,
 the circuit breaker and `--sleep auto`, built together as one `Pace`."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ntx.events import Paced
+from ntx.pace.adaptive import AutoPace
+from ntx.pace.retry import CircuitBreaker, Notify, RetryPolicy
+from ntx.pace.throttle import Throttle, TokenBucket
+
+
+async def _ignore(seconds: float, reason: str) -> None:
+    pass
+
+
+class Pace:
+    """How fast one run may go, shared by all its workers, built from the flags in one place.
+
+    - `limiter`: the worker slots (`--workers`; `--sleep auto` changes its `total_tokens`);
+    - `throttle`: the gate of every request: the rest after it (`--sleep`), the `--rate`
+      bucket (burst = workers), pauses that hold back every worker;
+    - `policy`: retries with backoff, `Retry-After`, and the circuit breaker;
+    - `auto`: the `--sleep auto` controller, or None.
+
+    `notify` hears of every pause that holds back all workers (seconds, reason).
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        sleep: float,
+        rate: float | None = None,
+        auto: bool = False,
+        retries: int = 5,
+        notify: Notify = _ignore,
+        rng: random.Random | None = None,
+    ) -> None:
+        bucket = TokenBucket(rate, burst=workers) if rate else None
+        self.throttle = Throttle(sleep, bucket)
+        self.limiter = trio.CapacityLimiter(workers)
+        self.auto = AutoPace(self.limiter, self.throttle) if auto else None
+        self.throttle.observer = self.auto
+        self.policy = RetryPolicy(
+            self.throttle,
+            retries=retries,
+            breaker=CircuitBreaker(self.throttle),
+            notify=notify,
+            rng=rng,
+        )
+
+    @property
+    def max_workers(self) -> int:
+        """The most slots the run may ever have (auto may grow beyond `--workers`)."""
+        return self.auto.max_workers if self.auto else int(self.limiter.total_tokens)
+
+    async def run(self, paced: Callable[[Paced], Awaitable[None]]) -> None:
+        """Steer the pace until cancelled (only `--sleep auto` steers), telling `paced` of
+        each change."""
+        if self.auto is None:
+            await trio.sleep(math.inf)
+        else:
+            await self.auto.run(paced)
+
+    def advice(self, now: float) -> Paced | None:
+        """`--sleep auto`: the flags to give next time (None without auto, or too early)."""
+        return self.auto.advice(now) if self.auto else None
