@@ -239,8 +239,9 @@ def _plain_writer(results: list[JobResult], db: Path) -> float:
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    columns = ", ".join(PRICES.columns)
-    sql = f"INSERT INTO prices ({columns}) VALUES ({', '.join('?' for _ in PRICES.columns)})"
+    columns = ", ".join(PRICES.table.columns)
+    marks = ", ".join("?" for _ in PRICES.table.columns)
+    sql = f"INSERT INTO prices ({columns}) VALUES ({marks})"
     started = time.perf_counter()
     rows = [row for result in results for row in result.rows]
     for start in range(0, len(rows), 2000):

@@ -2,7 +2,8 @@
 source's answers become rows. Nothing here talks to the network or the run's database; the engine
 runs every dataset through the same pipeline.
 
-Adding a dataset means adding a `Dataset` here and its table in a store migration.
+Adding a dataset means adding a `Dataset` here, its table in `ntx.db.schema.TABLES` and a
+migration that creates it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import date, timedelta
 from functools import wraps
 from typing import Any
 
+from ntx.db.schema import TABLES, Table
 from ntx.errors import MalformedResponse, UsageError
 from ntx.model import DateRange, Job, Row, Security
 from ntx.sources import Source
@@ -24,17 +26,15 @@ from ntx.sources.nepse.wire import CompanyRecord, SecurityRecord, Wire, number, 
 class Dataset:
     """How one dataset is fetched and stored.
 
-    `fetch` names the source calls for a job; `to_rows` turns their answer into rows in
-    `columns` order (raising `MalformedResponse` on a wrongly shaped answer); `key` is the
-    table's primary key. A `ranged` dataset's jobs carry date ranges planned from what the
-    store already covers; the others are fetched whole on every run.
+    `fetch` names the source calls for a job; `to_rows` turns their answer into rows in the
+    order of `table.columns` (raising `MalformedResponse` on a wrongly shaped answer). A
+    `ranged` dataset's jobs carry date ranges planned from what the store already covers;
+    the others are fetched whole on every run.
     """
 
     name: str
     title: str
-    table: str
-    columns: tuple[str, ...]
-    key: tuple[str, ...]
+    table: Table
     fetch: Callable[[Source, Job], Awaitable[Any]]
     to_rows: Callable[[Any, Job], list[Row]]
     check: Callable[[Row, Job], str | None] = lambda row, job: None
@@ -43,7 +43,7 @@ class Dataset:
 
     def broken_rule(self, row: Row, job: Job) -> str | None:
         """The rule a row breaks, or None: every number finite, then the dataset's own rules."""
-        for name, value in zip(self.columns, row, strict=True):
+        for name, value in zip(self.table.columns, row, strict=True):
             if isinstance(value, float) and not math.isfinite(value):
                 return f"{name} is not a finite number"
         return self.check(row, job)
@@ -349,21 +349,7 @@ def _ownership_rows(wire: dict[str, Wire], job: Job) -> list[Row]:
 COMPANIES = Dataset(
     name="companies",
     title="Companies",
-    table="securities",
-    columns=(
-        "id",
-        "symbol",
-        "name",
-        "sector",
-        "instrument_type",
-        "status",
-        "security_name",
-        "company_id",
-        "email",
-        "website",
-        "regulatory_body",
-    ),
-    key=("id",),
+    table=TABLES["companies"],
     fetch=_fetch_lists,
     to_rows=_listing_rows,
     per_security=False,
@@ -372,19 +358,7 @@ COMPANIES = Dataset(
 PRICES = Dataset(
     name="prices",
     title="Prices",
-    table="prices",
-    columns=(
-        "security_id",
-        "date",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "turnover",
-        "trades",
-    ),
-    key=("security_id", "date"),
+    table=TABLES["prices"],
     fetch=_fetch_prices,
     to_rows=_price_rows,
     check=_check_price,
@@ -394,18 +368,7 @@ PRICES = Dataset(
 REPORTS = Dataset(
     name="reports",
     title="Reports",
-    table="reports",
-    columns=(
-        "security_id",
-        "fiscal_year",
-        "period",
-        "eps",
-        "pe",
-        "book_value",
-        "paid_up_capital",
-        "profit",
-    ),
-    key=("security_id", "fiscal_year", "period"),
+    table=TABLES["reports"],
     fetch=_fetch_reports,
     to_rows=_report_rows,
 )
@@ -413,9 +376,7 @@ REPORTS = Dataset(
 DIVIDENDS = Dataset(
     name="dividends",
     title="Dividends",
-    table="dividends",
-    columns=("security_id", "fiscal_year", "cash_pct", "bonus_pct", "right_pct"),
-    key=("security_id", "fiscal_year"),
+    table=TABLES["dividends"],
     fetch=_fetch_dividends,
     to_rows=_dividend_rows,
     check=_check_dividend,
@@ -424,17 +385,7 @@ DIVIDENDS = Dataset(
 OWNERSHIP = Dataset(
     name="ownership",
     title="Ownership",
-    table="ownership",
-    columns=(
-        "security_id",
-        "listed_shares",
-        "paid_up_capital",
-        "public_shares",
-        "public_pct",
-        "promoter_shares",
-        "promoter_pct",
-    ),
-    key=("security_id",),
+    table=TABLES["ownership"],
     fetch=_fetch_ownership,
     to_rows=_ownership_rows,
     check=_check_ownership,

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import trio
 
-from ntx.datasets import DATASETS
+from ntx.db import schema
 from ntx.demo.app import DemoApp
 from ntx.demo.market import Market
 from ntx.model import DateRange
@@ -143,7 +143,7 @@ def mock_network(
 
 def table(db: Path, name: str) -> list[tuple[Any, ...]]:
     """All rows of a dataset table in key order."""
-    spec = next(s for s in DATASETS.values() if s.table == name)
+    spec = next(t for t in schema.TABLES.values() if t.name == name)
     with sqlite3.connect(db) as conn:
         return conn.execute(
             f"SELECT {', '.join(spec.columns)} FROM {name} ORDER BY {', '.join(spec.key)}"

@@ -99,9 +99,7 @@ async def backfill_auto(
             client = open_client("http://limited.test", workers=64, timeout=30, transport=transport)
             async with client:
                 engine = Engine(plan, run_pace, send)
-                summary = await engine.run(
-                    NepseSource(client, run_pace.throttle, run_pace.policy)
-                )
+                summary = await engine.run(NepseSource(client, run_pace.throttle, run_pace.policy))
         nursery.cancel_scope.cancel()
     return summary, pace, paced
 

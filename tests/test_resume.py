@@ -28,7 +28,7 @@ from tests.helpers import TODAY, mock_network
 
 MARKET = Market(seed=9, securities=24, today=TODAY)
 PERIOD = DateRange(date(2024, 1, 1), TODAY)
-TABLES = [spec.table for spec in DATASETS.values()]
+TABLES = [spec.table.name for spec in DATASETS.values()]
 
 
 async def run_once(db: Path, interrupt_after: int | None = None) -> tuple[RunSummary, int]:

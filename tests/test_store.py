@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ntx.db.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from ntx.db.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES
+from ntx.db.store import Store
 from ntx.errors import StoreError, UsageError
 from ntx.model import Job, JobResult, Security
 
@@ -120,3 +121,21 @@ def test_read_only_open_never_writes(tmp_path: Path) -> None:
     assert [line.rows for line in store.status()] == [0, 0, 0, 0, 0]
     store.close()
     assert (tmp_path / "r.db").read_bytes() == before
+
+
+def test_the_migrated_tables_have_exactly_the_columns_and_keys_the_schema_states(
+    tmp_path: Path,
+) -> None:
+    Store.open(tmp_path / "s.db").close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        for table in TABLES.values():
+            info = conn.execute(f"PRAGMA table_info({table.name})").fetchall()
+            assert tuple(column[1] for column in info) == table.columns
+            key = tuple(column[1] for column in sorted(info, key=lambda c: c[5]) if column[5])
+            assert key == table.key
+
+
+def test_each_migration_is_a_list_of_whole_statements() -> None:
+    for migration in MIGRATIONS:
+        assert migration and all(sqlite3.complete_statement(s + ";") for s in migration)
+        assert not any(sqlite3.complete_statement(s) for s in migration)  # one statement each

@@ -19,131 +19,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from ntx.datasets import DATASETS, Dataset
+from ntx.db.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES, Table
 from ntx.errors import StoreError, UsageError
 from ntx.model import DateRange, JobResult, Row, WriteCounts
 
-APPLICATION_ID = 0x4E545831  # "NTX1"
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT = 10.0  # seconds to wait for another program's write lock
 
-# Numbered migrations, applied in order on open, each batch in one transaction.
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the five datasets and ntx's own bookkeeping
-    """
-    CREATE TABLE securities (
-        id              INTEGER PRIMARY KEY,
-        symbol          TEXT NOT NULL UNIQUE,
-        name            TEXT,
-        sector          TEXT,
-        instrument_type TEXT,
-        status          TEXT,
-        security_name   TEXT,
-        company_id      INTEGER,
-        email           TEXT,
-        website         TEXT,
-        regulatory_body TEXT
-    );
-    CREATE TABLE prices (
-        security_id INTEGER NOT NULL,
-        date        TEXT NOT NULL,
-        open        REAL,
-        high        REAL,
-        low         REAL,
-        close       REAL,
-        volume      INTEGER,
-        turnover    REAL,
-        trades      INTEGER,
-        PRIMARY KEY (security_id, date)
-    ) WITHOUT ROWID;
-    CREATE TABLE reports (
-        security_id     INTEGER NOT NULL,
-        fiscal_year     TEXT NOT NULL,
-        period          TEXT NOT NULL,
-        eps             REAL,
-        pe              REAL,
-        book_value      REAL,
-        paid_up_capital REAL,
-        profit          REAL,
-        PRIMARY KEY (security_id, fiscal_year, period)
-    );
-    CREATE TABLE dividends (
-        security_id INTEGER NOT NULL,
-        fiscal_year TEXT NOT NULL,
-        cash_pct    REAL,
-        bonus_pct   REAL,
-        right_pct   REAL,
-        PRIMARY KEY (security_id, fiscal_year)
-    );
-    CREATE TABLE ownership (
-        security_id     INTEGER PRIMARY KEY,
-        listed_shares   REAL,
-        paid_up_capital REAL,
-        public_shares   REAL,
-        public_pct      REAL,
-        promoter_shares REAL,
-        promoter_pct    REAL
-    );
-    CREATE VIEW price_history AS
-        SELECT s.symbol, p.* FROM prices p JOIN securities s ON s.id = p.security_id;
-    CREATE TABLE ntx_runs (
-        id             INTEGER PRIMARY KEY,
-        started_at     TEXT NOT NULL,
-        finished_at    TEXT,
-        status         TEXT NOT NULL,
-        command        TEXT,
-        source         TEXT,
-        datasets       TEXT,
-        jobs_done      INTEGER NOT NULL DEFAULT 0,
-        jobs_failed    INTEGER NOT NULL DEFAULT 0,
-        rows_new       INTEGER NOT NULL DEFAULT 0,
-        rows_updated   INTEGER NOT NULL DEFAULT 0,
-        rows_unchanged INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE ntx_jobs (
-        run_id         INTEGER NOT NULL,
-        dataset        TEXT NOT NULL,
-        security_id    INTEGER,
-        ranges         TEXT,
-        status         TEXT NOT NULL,
-        reason         TEXT,
-        requests       INTEGER NOT NULL,
-        rows           INTEGER NOT NULL,
-        rows_new       INTEGER NOT NULL,
-        rows_updated   INTEGER NOT NULL,
-        rows_unchanged INTEGER NOT NULL,
-        finished_at    TEXT NOT NULL
-    );
-    CREATE INDEX ntx_jobs_by_run ON ntx_jobs (run_id, status);
-    CREATE TABLE ntx_coverage (
-        dataset      TEXT NOT NULL,
-        security_id  INTEGER NOT NULL,
-        covered_from TEXT,
-        covered_to   TEXT,
-        fetched_at   TEXT NOT NULL,
-        PRIMARY KEY (dataset, security_id)
-    );
-    """,
-    # 2: resumable runs (the plan a run carried out, and the run it resumed)
-    """
-    ALTER TABLE ntx_runs ADD COLUMN plan_key TEXT;
-    ALTER TABLE ntx_runs ADD COLUMN plan TEXT;
-    ALTER TABLE ntx_runs ADD COLUMN resumes INTEGER;
-    CREATE INDEX ntx_runs_by_plan ON ntx_runs (plan_key, id);
-    """,
-    # 3: rows refused by validation, with the rule each broke
-    """
-    CREATE TABLE ntx_invalid_rows (
-        run_id      INTEGER NOT NULL,
-        dataset     TEXT NOT NULL,
-        security_id INTEGER,
-        row         TEXT NOT NULL,
-        rule        TEXT NOT NULL
-    );
-    CREATE INDEX ntx_invalid_rows_by_run ON ntx_invalid_rows (run_id);
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 # Statuses a later run resumes. `running` is among them: whoever starts a run holds the
 # database's lock, so a run still marked running belongs to a process that died.
 UNFINISHED = ("interrupted", "failed", "crashed", "running")
@@ -254,7 +136,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
-        self._upserts = {name: _UpsertSql(spec) for name, spec in DATASETS.items()}
+        self._upserts = {name: _UpsertSql(table) for name, table in TABLES.items()}
 
     # ------------------------------------------------------------ opening
 
@@ -314,9 +196,8 @@ class Store:
         with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in MIGRATIONS[number]:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -516,15 +397,15 @@ class Store:
     def status(self) -> list[DatasetStatus]:
         """What the database holds, dataset by dataset."""
         lines = []
-        for name, spec in DATASETS.items():
-            who = "id" if not spec.per_security else "security_id"
+        for name, table in TABLES.items():
+            who = table.scope or table.key[0]
             securities, rows = self._conn.execute(
-                f"SELECT count(DISTINCT {who}), count(*) FROM {spec.table}"
+                f"SELECT count(DISTINCT {who}), count(*) FROM {table.name}"
             ).fetchone()
             first = last = None
-            if "date" in spec.columns:
+            if "date" in table.columns:
                 first, last = self._conn.execute(
-                    f"SELECT min(date), max(date) FROM {spec.table}"
+                    f"SELECT min(date), max(date) FROM {table.name}"
                 ).fetchone()
             (fetched,) = self._conn.execute(
                 "SELECT max(fetched_at) FROM ntx_coverage WHERE dataset = ?", (name,)
@@ -549,12 +430,12 @@ class _UpsertSql:
     counting updates did the same job, but its presence slowed every insert by 10 to 40%.)
     """
 
-    def __init__(self, spec: Dataset) -> None:
-        values = [c for c in spec.columns if c not in spec.key]
+    def __init__(self, table: Table) -> None:
+        values = [c for c in table.columns if c not in table.key]
         insert = (
-            f"INSERT INTO {spec.table} ({', '.join(spec.columns)})"
-            f" VALUES ({', '.join('?' for _ in spec.columns)})"
-            f" ON CONFLICT ({', '.join(spec.key)})"
+            f"INSERT INTO {table.name} ({', '.join(table.columns)})"
+            f" VALUES ({', '.join('?' for _ in table.columns)})"
+            f" ON CONFLICT ({', '.join(table.key)})"
         )
         if values:
             changes = ", ".join(f"{c} = excluded.{c}" for c in values)
@@ -562,16 +443,16 @@ class _UpsertSql:
             self._sql = f"{insert} DO UPDATE SET {changes} WHERE {differs}"
         else:
             self._sql = f"{insert} DO NOTHING"
-        self._per_security = spec.per_security
-        self._count_sql = f"SELECT count(*) FROM {spec.table}" + (
-            " WHERE security_id = ?" if spec.per_security else ""
+        self._scoped = table.scope is not None
+        self._count_sql = f"SELECT count(*) FROM {table.name}" + (
+            f" WHERE {table.scope} = ?" if table.scope else ""
         )
 
     def run(self, conn: sqlite3.Connection, rows: list[Row], security_id: int) -> WriteCounts:
         """Upsert `rows`, all of them `security_id`'s if the dataset is per security."""
         if not rows:
             return WriteCounts()
-        scope = (security_id,) if self._per_security else ()
+        scope = (security_id,) if self._scoped else ()
         before = conn.execute(self._count_sql, scope).fetchone()[0]
         changed = conn.executemany(self._sql, rows).rowcount
         new = conn.execute(self._count_sql, scope).fetchone()[0] - before
