@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -30,8 +28,10 @@ from ntx.events import (
     RunSummary,
 )
 from ntx.model import DateRange, WriteCounts
+from ntx.ui.lines import JsonRenderer, PlainRenderer
 from ntx.ui.live import RichRenderer
-from ntx.ui.printer import JsonRenderer, PlainRenderer, format_duration, run_printer
+from ntx.ui.printer import run_printer
+from ntx.ui.tally import format_duration
 
 
 async def feed(renderer: PlainRenderer | RichRenderer) -> None:
@@ -238,19 +238,3 @@ async def test_the_printer_redraws_a_live_display_on_a_timer_and_wakes_no_other_
             await send.send(RunStarted("http://api.test", Path("x.db"), 5, 0.2))
             await send.aclose()
         assert renderer.refreshes == expected
-
-
-def test_plain_and_json_runs_never_import_rich() -> None:
-    # rich costs about 30 ms of every process's start-up; only the live display needs it
-    program = (
-        "import sys, io\n"
-        "from ntx.cli import app\n"
-        "import ntx.backfill\n"
-        "from ntx.ui.printer import choose_renderer\n"
-        "choose_renderer('plain', io.StringIO()), choose_renderer('json', io.StringIO())\n"
-        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'rich'))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, check=True
-    )
-    assert done.stdout.strip() == "[]"

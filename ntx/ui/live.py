@@ -10,14 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ntx.events import Event, Resumed, RunFinished, RunStarted
-from ntx.ui.printer import (
-    REFRESH_SECONDS,
-    Tracker,
-    format_duration,
-    plural,
-    resumed_line,
-    summary_lines,
-)
+from ntx.ui.tally import Tracker, format_duration, plural, resumed_line, summary_lines
+
+REFRESH_SECONDS = 0.1
 
 
 class RichRenderer:

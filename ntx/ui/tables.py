@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from ntx.db.store import Store
+from ntx.errors import UsageError
+from ntx.ui.tally import format_duration
 
 HEADERS = ("dataset", "securities", "rows", "first date", "last date", "last fetched")
 
@@ -61,10 +64,6 @@ RUN_HEADERS = (
 
 
 def _duration(run: dict[str, Any]) -> str:
-    from datetime import datetime
-
-    from ntx.ui.printer import format_duration
-
     if not run.get("finished_at"):
         return "-"
     seconds = (
@@ -99,8 +98,6 @@ def print_runs(store: Store, running_now: bool, out: TextIO | None = None) -> No
 
 
 def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None = None) -> None:
-    from ntx.errors import UsageError
-
     out = out or sys.stdout
     run = store.run(run_id)
     if run is None:
