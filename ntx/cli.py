@@ -1,30 +1,42 @@
-"""The command line: Typer commands, flag parsing and exit statuses. No business logic.
+"""The command line: Typer commands with typed options, and exit statuses. No business logic.
 
-Exit statuses: 0 all jobs done, 1 some failed or the run could not go on, 2 bad usage,
-130 interrupted. Every error is one line on stderr, never a traceback.
+Every option has its type, bounds and environment variable declared here (`--help` shows
+them); the config file comes in as Typer's default map (`ntx.settings.default_map`). Exit
+statuses: 0 all jobs done, 1 some failed or the run could not go on, 2 bad usage, 130
+interrupted. Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import trio
 import typer
+from typer.main import get_command
 
 from ntx import __version__
+from ntx.backfill import run_backfill
+from ntx.db.lock import holder
+from ntx.db.store import Store
+from ntx.demo import options as demo
 from ntx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, NtxError, UsageError, reportable
-
-if TYPE_CHECKING:
-    from ntx.settings import DemoOptions
+from ntx.settings import AUTO, default_map, resolve_backfill
+from ntx.ui.printer import choose_renderer
+from ntx.ui.tables import print_run, print_runs, print_status
 
 T = TypeVar("T")
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a pipe's writer
-DB_HELP = "The database [default: ntx.db; NTX_DB]."
-FAULTS_HELP = "Faults to inject: 429,5xx,reset,truncated,malformed,stall [default: all]."
+MAX_WORKERS = 512
+MAX_RETRIES = 100
 
 app = typer.Typer(
     name="ntx",
@@ -37,6 +49,348 @@ app = typer.Typer(
 )
 demo_app = typer.Typer(help="The built-in demo exchange.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
+runs_app = typer.Typer(help="The history of backfill runs.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+
+
+# ------------------------------------------------------------------ checks Typer's types lack
+
+
+def _seconds(*, positive: bool) -> Callable[[float | None], float | None]:
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise typer.BadParameter(f"must be a number of seconds >= 0, got {value:g}")
+        if value is not None and positive and value == 0:
+            raise typer.BadParameter("must be a number of seconds > 0, got 0")
+        return value
+
+    return check
+
+
+def _rate(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a number of requests per second > 0, got {value:g}")
+    return value
+
+
+def _pace(value: str) -> str:
+    text = value.strip().lower()
+    if text == AUTO:
+        return AUTO
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise typer.BadParameter(f"must be a number of seconds >= 0, or 'auto', got {value!r}")
+    return text
+
+
+def _url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise typer.BadParameter(f"must be an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _symbols(value: str | None) -> str | None:
+    if value is not None and any(not part.strip() for part in value.split(",")):
+        raise typer.BadParameter(f"takes a comma-separated list like NABIL,ADBL, got {value!r}")
+    return value
+
+
+class Progress(StrEnum):
+    auto = "auto"
+    rich = "rich"
+    plain = "plain"
+    json = "json"
+
+
+DAY_FORMATS = ["%Y-%m-%d"]
+Db = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        envvar="NTX_DB",
+        metavar="PATH",
+        help="The database [default: ntx.db, or ntx-demo.db with --demo].",
+    ),
+]
+
+
+def _day(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
+
+
+# ------------------------------------------------------------------ commands
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ntx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """ntx backfills market data (companies, prices, reports, dividends, ownership) for every
+    listed security from a rate-limited HTTP API into SQLite: concurrently, politely, exactly."""
+
+
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    companies: bool = typer.Option(
+        False, "--companies", help="Fetch the company and security lists."
+    ),
+    prices: bool = typer.Option(False, "--prices", help="Fetch daily price history."),
+    reports: bool = typer.Option(False, "--reports", help="Fetch quarterly and annual reports."),
+    dividends: bool = typer.Option(False, "--dividends", help="Fetch dividends."),
+    ownership: bool = typer.Option(False, "--ownership", help="Fetch share ownership."),
+    symbols: str | None = typer.Option(
+        None,
+        callback=_symbols,
+        metavar="NABIL,ADBL",
+        help="Only these securities (case-insensitive).",
+    ),
+    all_instruments: bool = typer.Option(
+        False, "--all-instruments", help="Every listed security, not only active equities."
+    ),
+    start: datetime | None = typer.Option(
+        None,
+        "--from",
+        formats=DAY_FORMATS,
+        metavar="YYYY-MM-DD",
+        help="First day of prices [default: a year before --to].",
+    ),
+    end: datetime | None = typer.Option(
+        None,
+        "--to",
+        formats=DAY_FORMATS,
+        metavar="YYYY-MM-DD",
+        help="Last day of prices [default: today in Nepal].",
+    ),
+    workers: int = typer.Option(
+        5,
+        "--workers",
+        "-w",
+        min=1,
+        max=MAX_WORKERS,
+        envvar="NTX_WORKERS",
+        help="Requests in flight at most.",
+    ),
+    sleep: str = typer.Option(
+        "0.2",
+        callback=_pace,
+        envvar="NTX_SLEEP",
+        metavar="SECONDS|auto",
+        help="Pause after every request, per worker; 'auto' finds the fastest pace the API"
+        " accepts, starting from --workers and 0.2 s.",
+    ),
+    rate: float | None = typer.Option(
+        None,
+        callback=_rate,
+        envvar="NTX_RATE",
+        metavar="R",
+        help="At most R requests per second across all workers (burst = workers).",
+    ),
+    timeout: float = typer.Option(
+        30.0,
+        callback=_seconds(positive=True),
+        envvar="NTX_TIMEOUT",
+        metavar="SECONDS",
+        help="Limit per request.",
+    ),
+    retries: int = typer.Option(
+        5,
+        min=0,
+        max=MAX_RETRIES,
+        envvar="NTX_RETRIES",
+        help="Retries per request after 429, 5xx, timeouts, bad answers.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Fetch the whole price range again."),
+    busy_timeout: float = typer.Option(
+        10.0,
+        callback=_seconds(positive=False),
+        envvar="NTX_BUSY_TIMEOUT",
+        metavar="SECONDS",
+        help="Wait this long for another program's lock on the database.",
+    ),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Re-run only the jobs that failed in the last run."
+    ),
+    db: Db = None,
+    api: str | None = typer.Option(
+        None,
+        callback=_url,
+        envvar="NTX_API",
+        metavar="URL",
+        help="Base URL of a NEPSE-compatible API.",
+    ),
+    use_demo: bool = typer.Option(
+        False, "--demo", help="Backfill from the built-in demo exchange."
+    ),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        envvar="NTX_INSECURE",
+        help="Do not verify TLS certificates (warned; avoid).",
+    ),
+    progress: Progress = typer.Option(
+        Progress.auto, envvar="NTX_PROGRESS", case_sensitive=False, help="Progress display."
+    ),
+    demo_securities: demo.Securities = demo.DemoOptions.securities,
+    demo_seed: demo.Seed = demo.DemoOptions.seed,
+    demo_latency_ms: demo.LatencyMs = demo.DemoOptions.latency_ms,
+    demo_rate_limit: demo.RateLimit = None,
+    fail_rate: demo.FailRate = None,
+    faults: demo.Faults = None,
+) -> None:
+    """Fetch market data into the database. No dataset flag means all five."""
+
+    def run() -> int:
+        demo_only = {
+            "--demo-rate-limit": demo_rate_limit,
+            "--fail-rate": fail_rate,
+            "--faults": faults,
+        }
+        settings = resolve_backfill(
+            datasets={
+                "companies": companies,
+                "prices": prices,
+                "reports": reports,
+                "dividends": dividends,
+                "ownership": ownership,
+            },
+            symbols=symbols,
+            all_instruments=all_instruments,
+            start=_day(start),
+            end=_day(end),
+            workers=workers,
+            sleep=sleep,
+            rate=rate,
+            timeout=timeout,
+            retries=retries,
+            busy_timeout=busy_timeout,
+            force=force,
+            db=db,
+            api=api,
+            api_given=_source(ctx, "api") == "COMMANDLINE",
+            demo=demo.demo_options(
+                demo_securities, demo_seed, demo_latency_ms, demo_rate_limit, fail_rate, faults
+            )
+            if use_demo
+            else None,
+            demo_only_given=[flag for flag, value in demo_only.items() if value is not None],
+            insecure=insecure,
+            progress=progress.value,
+            retry_failed=retry_failed,
+        )
+        if settings.insecure and (settings.api or "").startswith("https://"):
+            typer.echo("ntx: warning: TLS certificate verification is OFF (--insecure)", err=True)
+        renderer = choose_renderer(settings.progress)
+        command = shlex.join(["ntx", *sys.argv[1:]])
+        summary = trio.run(run_backfill, settings, renderer, command)
+        return summary.exit_code
+
+    raise typer.Exit(_guarded(run))
+
+
+@app.command()
+def status(db: Db = None) -> None:
+    """Show what the database holds, per dataset."""
+    _with_readonly_store(db, lambda store, running: print_status(store))
+
+
+@runs_app.callback()
+def runs(ctx: typer.Context, db: Db = None) -> None:
+    """List the runs: id, start, duration, status, datasets, rows, failed jobs."""
+    if ctx.invoked_subcommand is None:
+        _with_readonly_store(db, lambda store, running: print_runs(store, running))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: int = typer.Argument(..., metavar="ID", help="The run's id, from `ntx runs`."),
+    db: Db = None,
+) -> None:
+    """Show one run and its failed and skipped jobs, with their reasons."""
+    _with_readonly_store(db, lambda store, running: print_run(store, run_id, running))
+
+
+@demo_app.command("serve")
+def demo_serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless told)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port; 0 picks a free one."),
+    securities: demo.Securities = demo.DemoOptions.securities,
+    seed: demo.Seed = demo.DemoOptions.seed,
+    latency_ms: demo.LatencyMs = demo.DemoOptions.latency_ms,
+    rate_limit: demo.RateLimit = None,
+    fail_rate: demo.FailRate = None,
+    faults: demo.Faults = None,
+) -> None:
+    """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
+    # imported here, as in ntx.backfill: a backfill from a real API never loads hypercorn
+    from ntx.demo.faults import build_demo_app
+    from ntx.demo.server import is_loopback, serve
+
+    def run() -> None:
+        options = demo.demo_options(securities, seed, latency_ms, rate_limit, fail_rate, faults)
+        app_ = build_demo_app(options)
+        market = app_.market
+        if not is_loopback(host):
+            typer.echo(
+                f"ntx: warning: the demo exchange listens on {host}, not only this machine",
+                err=True,
+            )
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(
+                    lambda task_status: serve(
+                        app_, host=host, port=port, quiet=False, task_status=task_status
+                    )
+                )
+                faulty = ""
+                if options.rate_limit:
+                    faulty += f", limited to {options.rate_limit:g} requests/s"
+                if options.fail_rate > 0:
+                    kinds = ",".join(options.faults) or "all faults"
+                    faulty += f", failing {options.fail_rate:.0%} of requests ({kinds})"
+                equities = sum(
+                    1
+                    for s in market.securities
+                    if s.instrument_type == "Equity" and s.status == "A"
+                )
+                typer.echo(
+                    f"Demo exchange at {url}: {len(market.securities)} securities"
+                    f" ({equities} active equities), seed {market.seed},"
+                    f" {app_.latency * 1000:g} ms latency{faulty}. Ctrl-C stops it.",
+                )
+
+        try:
+            trio.run(main)
+        except BaseException as exc:
+            error = reportable(exc)
+            if isinstance(error, KeyboardInterrupt):
+                typer.echo("Demo exchange stopped.")
+                return
+            if isinstance(error, OSError):
+                reason = error.strerror or str(error)
+                raise NtxError(f"cannot listen on {host}:{port}: {reason}") from exc
+            raise
+
+    _guarded(run)
+
+
+# ------------------------------------------------------------------ errors and exit statuses
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -73,201 +427,9 @@ def _guarded(action: Callable[[], T]) -> T:
         )
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"ntx {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """ntx backfills market data (companies, prices, reports, dividends, ownership) for every
-    listed security from a rate-limited HTTP API into SQLite: concurrently, politely, exactly."""
-
-
-@app.command()
-def backfill(
-    companies: bool = typer.Option(
-        False, "--companies", help="Fetch the company and security lists."
-    ),
-    prices: bool = typer.Option(False, "--prices", help="Fetch daily price history."),
-    reports: bool = typer.Option(False, "--reports", help="Fetch quarterly and annual reports."),
-    dividends: bool = typer.Option(False, "--dividends", help="Fetch dividends."),
-    ownership: bool = typer.Option(False, "--ownership", help="Fetch share ownership."),
-    symbols: str | None = typer.Option(
-        None, "--symbols", metavar="NABIL,ADBL", help="Only these securities (case-insensitive)."
-    ),
-    all_instruments: bool = typer.Option(
-        False, "--all-instruments", help="Every listed security, not only active equities."
-    ),
-    start: str | None = typer.Option(
-        None,
-        "--from",
-        metavar="YYYY-MM-DD",
-        help="First day of prices [default: a year before --to].",
-    ),
-    end: str | None = typer.Option(
-        None, "--to", metavar="YYYY-MM-DD", help="Last day of prices [default: today in Nepal]."
-    ),
-    workers: str | None = typer.Option(
-        None,
-        "--workers",
-        "-w",
-        metavar="N",
-        help="Requests in flight at most [default: 5; NTX_WORKERS].",
-    ),
-    sleep: str | None = typer.Option(
-        None,
-        "--sleep",
-        metavar="SECONDS|auto",
-        help="Pause after every request, per worker; 'auto' finds the fastest pace the API"
-        " accepts, starting from --workers and 0.2 s [default: 0.2; NTX_SLEEP].",
-    ),
-    rate: str | None = typer.Option(
-        None,
-        "--rate",
-        metavar="R",
-        help="At most R requests per second across all workers (burst = workers) [NTX_RATE].",
-    ),
-    timeout: str | None = typer.Option(
-        None, "--timeout", metavar="SECONDS", help="Limit per request [default: 30; NTX_TIMEOUT]."
-    ),
-    retries: str | None = typer.Option(
-        None,
-        "--retries",
-        metavar="N",
-        help="Retries per request after 429, 5xx, timeouts, bad answers [default: 5; NTX_RETRIES].",
-    ),
-    force: bool = typer.Option(False, "--force", help="Fetch the whole price range again."),
-    busy_timeout: str | None = typer.Option(
-        None,
-        "--busy-timeout",
-        metavar="SECONDS",
-        help="Wait this long for another program's lock on the database [default: 10].",
-    ),
-    retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="Re-run only the jobs that failed in the last run."
-    ),
-    db: str | None = typer.Option(
-        None,
-        "--db",
-        metavar="PATH",
-        help="The database [default: ntx.db, ntx-demo.db with --demo; NTX_DB].",
-    ),
-    api: str | None = typer.Option(
-        None, "--api", metavar="URL", help="Base URL of a NEPSE-compatible API [NTX_API]."
-    ),
-    demo: bool = typer.Option(False, "--demo", help="Backfill from the built-in demo exchange."),
-    insecure: bool = typer.Option(
-        False, "--insecure", help="Do not verify TLS certificates (warned; avoid) [NTX_INSECURE]."
-    ),
-    progress: str | None = typer.Option(
-        None,
-        "--progress",
-        metavar="auto|rich|plain|json",
-        help="Progress display [default: auto; NTX_PROGRESS].",
-    ),
-    demo_securities: str = typer.Option(
-        "600", "--demo-securities", metavar="N", help="With --demo: securities."
-    ),
-    demo_seed: str = typer.Option(
-        "1", "--demo-seed", metavar="N", help="With --demo: the market's seed."
-    ),
-    demo_latency_ms: str = typer.Option(
-        "40", "--demo-latency-ms", metavar="MS", help="With --demo: latency."
-    ),
-    demo_rate_limit: str | None = typer.Option(
-        None, "--demo-rate-limit", metavar="R", help="With --demo: answer 429 above R requests/s."
-    ),
-    fail_rate: str | None = typer.Option(
-        None, "--fail-rate", metavar="F", help="With --demo: share of requests to fail (0 to 1)."
-    ),
-    faults: str | None = typer.Option(None, "--faults", metavar="LIST", help=FAULTS_HELP),
-) -> None:
-    """Fetch market data into the database. No dataset flag means all five."""
-    from ntx.backfill import run_backfill
-    from ntx.settings import resolve_backfill
-    from ntx.ui.printer import choose_renderer
-
-    def run() -> int:
-        demo_options = (
-            _demo_options(
-                demo_securities,
-                demo_seed,
-                demo_latency_ms,
-                demo_rate_limit,
-                fail_rate,
-                faults,
-                prefix="--demo-",
-            )
-            if demo
-            else None
-        )
-        if not demo and (fail_rate, faults, demo_rate_limit) != (None, None, None):
-            raise UsageError(
-                "--fail-rate, --faults and --demo-rate-limit go with --demo (or ntx demo serve)"
-            )
-        settings = resolve_backfill(
-            datasets={
-                "companies": companies,
-                "prices": prices,
-                "reports": reports,
-                "dividends": dividends,
-                "ownership": ownership,
-            },
-            symbols=symbols,
-            all_instruments=all_instruments,
-            start=start,
-            end=end,
-            workers=workers,
-            sleep=sleep,
-            rate=rate,
-            timeout=timeout,
-            retries=retries,
-            busy_timeout=busy_timeout,
-            force=force,
-            db=db,
-            api=api,
-            demo=demo_options,
-            insecure=insecure,
-            progress=progress,
-            retry_failed=retry_failed,
-        )
-        if settings.insecure and (settings.api or "").startswith("https://"):
-            typer.echo("ntx: warning: TLS certificate verification is OFF (--insecure)", err=True)
-        renderer = choose_renderer(settings.progress)
-        command = shlex.join(["ntx", *sys.argv[1:]])
-        summary = trio.run(run_backfill, settings, renderer, command)
-        return summary.exit_code
-
-    raise typer.Exit(_guarded(run))
-
-
-@app.command()
-def status(
-    db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
-) -> None:
-    """Show what the database holds, per dataset."""
-    from ntx.ui.tables import print_status
-
-    _with_readonly_store(db, lambda store, running: print_status(store))
-
-
-runs_app = typer.Typer(help="The history of backfill runs.", invoke_without_command=True)
-app.add_typer(runs_app, name="runs")
-
-
-def _with_readonly_store(db: str | None, show: Callable[[Any, bool], None]) -> None:
-    from ntx.db.lock import holder
-    from ntx.db.store import Store
-    from ntx.settings import resolve_db
-
+def _with_readonly_store(db: Path | None, show: Callable[[Store, bool], None]) -> None:
     def action() -> None:
-        path = resolve_db(db)
+        path = (db or Path("ntx.db")).expanduser()
         store = Store.open_readonly(path)
         try:
             show(store, holder(path) is not None)
@@ -277,146 +439,54 @@ def _with_readonly_store(db: str | None, show: Callable[[Any, bool], None]) -> N
     _guarded(action)
 
 
-@runs_app.callback()
-def runs(
-    ctx: typer.Context,
-    db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
-) -> None:
-    """List the runs: id, start, duration, status, datasets, rows, failed jobs."""
-    from ntx.ui.tables import print_runs
-
-    if ctx.invoked_subcommand is None:
-        _with_readonly_store(db, lambda store, running: print_runs(store, running))
+def _source(ctx: typer.Context, name: str) -> str:
+    """Where a parameter's value came from: COMMANDLINE, ENVIRONMENT, DEFAULT_MAP, DEFAULT."""
+    source = ctx.get_parameter_source(name)
+    return source.name if source is not None else "DEFAULT"
 
 
-@runs_app.command("show")
-def runs_show(
-    run_id: int = typer.Argument(..., metavar="ID", help="The run's id, from `ntx runs`."),
-    db: str | None = typer.Option(None, "--db", metavar="PATH", help=DB_HELP),
-) -> None:
-    """Show one run and its failed and skipped jobs, with their reasons."""
-    from ntx.ui.tables import print_run
-
-    _with_readonly_store(db, lambda store, running: print_run(store, run_id, running))
-
-
-@demo_app.command("serve")
-def demo_serve(
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to listen on (loopback unless told)."
-    ),
-    port: str = typer.Option("8000", "--port", metavar="PORT", help="Port; 0 picks a free one."),
-    securities: str = typer.Option("600", "--securities", metavar="N", help="How many securities."),
-    seed: str = typer.Option(
-        "1", "--seed", metavar="N", help="The market's seed: same seed, same data."
-    ),
-    latency_ms: str = typer.Option(
-        "40", "--latency-ms", metavar="MS", help="Delay of every answer."
-    ),
-    rate_limit: str | None = typer.Option(
-        None, "--rate-limit", metavar="R", help="Answer 429 to requests above R per second."
-    ),
-    fail_rate: str | None = typer.Option(
-        None, "--fail-rate", metavar="F", help="Share of requests to fail (0 to 1) [default: 0]."
-    ),
-    faults: str | None = typer.Option(None, "--faults", metavar="LIST", help=FAULTS_HELP),
-) -> None:
-    """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
-    from ntx.demo.faults import build_demo_app
-    from ntx.demo.server import is_loopback, serve
-    from ntx.settings import whole_number
-
-    def run() -> None:
-        port_number = whole_number(port, "--port", 0, 65535)
-        options = _demo_options(
-            securities, seed, latency_ms, rate_limit, fail_rate, faults, prefix="--"
-        )
-        app_ = build_demo_app(options)
-        market = app_.market
-        if not is_loopback(host):
-            typer.echo(
-                f"ntx: warning: the demo exchange listens on {host}, not only this machine",
-                err=True,
-            )
-
-        async def main() -> None:
-            async with trio.open_nursery() as nursery:
-                url = await nursery.start(
-                    lambda task_status: serve(
-                        app_, host=host, port=port_number, quiet=False, task_status=task_status
-                    )
-                )
-                faulty = ""
-                if options.rate_limit:
-                    faulty += f", limited to {options.rate_limit:g} requests/s"
-                if options.fail_rate > 0:
-                    kinds = ",".join(options.faults) or "all faults"
-                    faulty += f", failing {options.fail_rate:.0%} of requests ({kinds})"
-                equities = sum(
-                    1
-                    for s in market.securities
-                    if s.instrument_type == "Equity" and s.status == "A"
-                )
-                typer.echo(
-                    f"Demo exchange at {url}: {len(market.securities)} securities"
-                    f" ({equities} active equities), seed {market.seed},"
-                    f" {app_.latency * 1000:g} ms latency{faulty}. Ctrl-C stops it.",
-                )
-
-        try:
-            trio.run(main)
-        except BaseException as exc:
-            error = reportable(exc)
-            if isinstance(error, KeyboardInterrupt):
-                typer.echo("Demo exchange stopped.")
-                return
-            if isinstance(error, OSError):
-                reason = error.strerror or str(error)
-                raise NtxError(f"cannot listen on {host}:{port_number}: {reason}") from exc
-            raise
-
-    _guarded(run)
-
-
-def _demo_options(
-    securities: str,
-    seed: str,
-    latency_ms: str,
-    rate_limit: str | None,
-    fail_rate: str | None,
-    faults: str | None,
-    *,
-    prefix: str,
-) -> DemoOptions:
-    """The demo market's flags (`--securities` or `--demo-securities`, ...), validated."""
-    from ntx.demo.faults import parse_faults
-    from ntx.settings import (
-        DemoOptions,
-        parse_fail_rate,
-        parse_milliseconds,
-        parse_rate,
-        whole_number,
-    )
-
-    try:
-        kinds = parse_faults(faults) if faults is not None else ()
-    except ValueError as exc:
-        raise UsageError(f"--faults: {exc}") from None
-    return DemoOptions(
-        securities=whole_number(securities, f"{prefix}securities", 1),
-        seed=whole_number(seed, f"{prefix}seed", 0),
-        latency_ms=parse_milliseconds(latency_ms, f"{prefix}latency-ms"),
-        rate_limit=(
-            parse_rate(rate_limit, f"{prefix}rate-limit") if rate_limit is not None else None
-        ),
-        fail_rate=parse_fail_rate(fail_rate, "--fail-rate") if fail_rate is not None else 0.0,
-        faults=kinds,
-    )
+def _usage_line(error: typer.TyperException, config: Path | None) -> str:
+    """One line for a bad flag, environment variable or config value: where, and what is
+    wanted (Typer's own words, without pydantic's "Value error, ")."""
+    param = getattr(error, "param", None)
+    ctx = getattr(error, "ctx", None)
+    message = str(getattr(error, "message", error)).removeprefix("Value error, ")
+    if param is None or ctx is None or not param.opts:
+        return error.format_message()
+    flag = max(param.opts, key=len)
+    source = _source(ctx, param.name) if param.name else "COMMANDLINE"
+    if source == "ENVIRONMENT" and param.envvar:
+        return f"{param.envvar}: {message}"
+    if source == "DEFAULT_MAP":
+        return f"{config}: {param.name}: {message}"
+    return f"{flag}: {message}"
 
 
 def main() -> None:
     """Entry point of the `ntx` command (and of `python -m ntx`)."""
-    app(prog_name="ntx")
+    try:
+        defaults, config = default_map()
+    except UsageError as exc:
+        typer.echo(f"ntx: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    command = get_command(app)
+    try:
+        code = command.main(
+            sys.argv[1:], prog_name="ntx", standalone_mode=False, default_map=defaults
+        )
+    except typer.Abort:
+        typer.echo("ntx: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except typer.TyperException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            typer.echo(error.format_message())
+            code = EXIT_USAGE
+        else:
+            ctx = getattr(error, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"ntx: error: {_usage_line(error, config)}{hint}", err=True)
+            code = EXIT_USAGE
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["EXIT_USAGE", "app", "main"]

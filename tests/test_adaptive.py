@@ -23,9 +23,8 @@ from ntx.net.client import open_client
 from ntx.pace import Pace
 from ntx.pace.adaptive import HEADROOM, WINDOW, AutoPace
 from ntx.pace.throttle import Outcome, Throttle
-from ntx.settings import parse_pace
 from ntx.sources.nepse.source import NepseSource
-from tests.helpers import TODAY, default_universe, expected_tables, table
+from tests.helpers import TODAY, default_universe, expected_tables, run_ntx, table
 
 DATASETS = ("reports", "dividends", "ownership")
 
@@ -295,9 +294,12 @@ async def test_advice_says_how_much_it_knows(mock_clock: MockClock) -> None:
     assert settled.target == pytest.approx(0.97 * settled.achieved)
 
 
-def test_sleep_accepts_auto_or_seconds() -> None:
-    assert parse_pace("auto", "--sleep") == "auto"
-    assert parse_pace(" AUTO ", "NTX_SLEEP") == "auto"
-    assert parse_pace("0.5", "--sleep") == 0.5
-    with pytest.raises(Exception, match=r"--sleep must be a number of seconds >= 0, or 'auto'"):
-        parse_pace("fast", "--sleep")
+def test_sleep_accepts_auto_in_any_case_or_seconds(tmp_path: Path) -> None:
+    for pace, header in ((" AUTO ", "auto pace from 5 workers, 0.2 s throttle"), ("0.5", "0.5 s")):
+        result = run_ntx(
+            "backfill", "--demo", "--demo-securities", "3", "--demo-latency-ms", "0",
+            "--ownership", "--progress", "plain", "--db", str(tmp_path / "a.db"),
+            "--sleep", pace,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert header in result.stdout

@@ -65,36 +65,41 @@ def existing_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-BAD_FLAGS = [
-    (["--workers", "0"], "--workers must be a whole number from 1"),
-    (["--workers", "many"], "--workers must be a whole number"),
-    (["--sleep", "-1"], "--sleep must be a number of seconds >= 0"),
-    (["--sleep", "nan"], "--sleep must be"),
-    (["--from", "2025-13-01"], "--from 2025-13-01 is not a valid date"),
-    (["--to", "yesterday"], "--to yesterday is not a valid date"),
+BAD_FLAGS = [  # each error names the flag, and says what it wants
+    (["--workers", "0"], "--workers: ", "greater than or equal to 1"),
+    (["--workers", "many"], "--workers: ", "valid integer"),
+    (["--sleep", "-1"], "--sleep: ", "must be a number of seconds >= 0, or 'auto'"),
+    (["--sleep", "nan"], "--sleep: ", "must be a number of seconds"),
+    (["--sleep", "fast"], "--sleep: ", "or 'auto', got 'fast'"),
+    (["--from", "2025-13-01"], "--from: ", "'2025-13-01' does not match", "%Y-%m-%d"),
+    (["--to", "yesterday"], "--to: ", "'yesterday' does not match"),
     (["--from", "2025-06-02", "--to", "2025-06-01"], "--from 2025-06-02 is after --to 2025-06-01"),
-    (["--api", "ftp://example.com"], "--api must be an http:// or https:// URL"),
-    (["--timeout", "0"], "--timeout must be a number of seconds > 0"),
-    (["--symbols", "NABIL,,ADBL"], "--symbols takes a comma-separated list"),
-    (["--progress", "loud"], "--progress must be one of auto, rich, plain, json"),
-    (["--demo-latency-ms", "-3"], "--demo-latency-ms must be a number of milliseconds >= 0"),
-    (["--demo-securities", "0"], "--demo-securities must be a whole number from 1"),
-    (["--fail-rate", "2"], "--fail-rate must be a number from 0 to 1"),
-    (["--faults", "429,boom"], "--faults: unknown fault 'boom'"),
-    (["--retries", "-1"], "--retries must be a whole number from 0 to 100"),
+    (["--api", "ftp://example.com"], "--api: ", "must be an http:// or https:// URL"),
+    (["--timeout", "0"], "--timeout: ", "must be a number of seconds > 0"),
+    (["--symbols", "NABIL,,ADBL"], "--symbols: ", "takes a comma-separated list"),
+    (["--progress", "loud"], "--progress: ", "'loud' is not one of 'auto', 'rich', 'plain'"),
+    (["--demo-latency-ms", "-3"], "--demo-latency-ms: ", "greater than or equal to 0"),
+    (["--demo-securities", "0"], "--demo-securities: ", "greater than or equal to 1"),
+    (["--fail-rate", "2"], "--fail-rate: ", "less than or equal to 1"),
+    (["--faults", "429,boom"], "--faults: ", "unknown fault 'boom'"),
+    (["--retries", "-1"], "--retries: ", "greater than or equal to 0"),
+    (["--retries", "101"], "--retries: ", "less than or equal to 100"),
     (["--api", "http://127.0.0.1:9", "--fail-rate", "0.1"], "--faults and --demo-rate-limit go"),
-    (["--rate", "0"], "--rate must be a number of requests per second > 0"),
-    (["--demo-rate-limit", "-4"], "--demo-rate-limit must be a number of requests per second"),
+    (["--rate", "0"], "--rate: ", "must be a number of requests per second > 0"),
+    (["--demo-rate-limit", "-4"], "--demo-rate-limit: ", "requests per second > 0"),
+    (["--wrokers", "3"], "No such option: --wrokers"),
 ]
 
 
-@pytest.mark.parametrize(("flags", "message"), BAD_FLAGS)
-def test_bad_flags_are_usage_errors(existing_db: Path, flags: list[str], message: str) -> None:
+@pytest.mark.parametrize(("flags", "messages"), [(flags, rest) for flags, *rest in BAD_FLAGS])
+def test_bad_flags_are_usage_errors(
+    existing_db: Path, flags: list[str], messages: list[str]
+) -> None:
     before = digest(existing_db)
     args = ["backfill", "--db", str(existing_db), *flags]
     if "--api" not in flags:
         args.append("--demo")
-    assert_one_line_error(run_ntx(*args), 2, message)
+    assert_one_line_error(run_ntx(*args), 2, *messages)
     assert digest(existing_db) == before
 
 
@@ -283,7 +288,13 @@ def test_settings_come_from_env_and_config_but_flags_win(tmp_path: Path) -> None
     result = subprocess.run(
         args, capture_output=True, text=True, env=bad_env, cwd=tmp_path, timeout=120
     )
-    assert_one_line_error(result, 2, "NTX_SLEEP must be a number of seconds")
+    assert_one_line_error(result, 2, "NTX_SLEEP: ", "must be a number of seconds")
+    config.write_text("workers = 0\n")
+    no_env = {name: value for name, value in env.items() if name != "NTX_WORKERS"}
+    result = subprocess.run(
+        args, capture_output=True, text=True, env=no_env, cwd=tmp_path, timeout=120
+    )
+    assert_one_line_error(result, 2, f"{config}: workers: ", "greater than or equal to 1")
 
 
 def test_demo_serve_answers_in_the_wire_format_and_stops_on_ctrl_c() -> None:

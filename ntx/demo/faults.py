@@ -26,9 +26,8 @@ import trio
 
 from ntx.demo.app import DemoApp, Receive, Scope, Send, encode, send_json
 from ntx.demo.market import Market
-from ntx.settings import DemoOptions
+from ntx.demo.options import FAULTS, DemoOptions
 
-FAULTS = ("429", "5xx", "reset", "truncated", "malformed", "stall")
 STALL_SECONDS = 2.5
 
 
@@ -41,17 +40,6 @@ class QuietResets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], InjectedReset))
-
-
-def parse_faults(text: str) -> tuple[str, ...]:
-    """`429,5xx,...` to a tuple of fault names; ValueError names an unknown one."""
-    kinds = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    unknown = [kind for kind in kinds if kind not in FAULTS]
-    if unknown or not kinds:
-        raise ValueError(
-            f"unknown fault {unknown[0] if unknown else text!r} (known: {','.join(FAULTS)})"
-        )
-    return kinds
 
 
 class FaultyApp:

@@ -1,0 +1,104 @@
+"""The demo exchange's options, declared once for `ntx demo serve` (`--securities`, ...) and
+`ntx backfill --demo` (`--demo-securities`, ...): each option's type, bounds and help live in
+one `Annotated` alias, and the command's parameter name gives it its flag."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+FAULTS = ("429", "5xx", "reset", "truncated", "malformed", "stall")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    securities: int = 600
+    seed: int = 1
+    latency_ms: float = 40.0
+    rate_limit: float | None = None  # requests per second the demo allows; more get 429
+    fail_rate: float = 0.0
+    faults: tuple[str, ...] = ()  # empty: every kind of fault
+
+
+def parse_faults(text: str) -> tuple[str, ...]:
+    """`429,5xx,...` to a tuple of fault names; ValueError names an unknown one."""
+    kinds = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [kind for kind in kinds if kind not in FAULTS]
+    if unknown or not kinds:
+        raise ValueError(
+            f"unknown fault {unknown[0] if unknown else text!r} (known: {','.join(FAULTS)})"
+        )
+    return kinds
+
+
+def _faults(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return ",".join(parse_faults(value))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a number of requests per second > 0, got {value:g}")
+    return value
+
+
+Securities = Annotated[int, typer.Option(min=1, metavar="N", help="Securities in the demo market.")]
+Seed = Annotated[
+    int, typer.Option(min=0, metavar="N", help="The market's seed: same seed, same data.")
+]
+LatencyMs = Annotated[
+    float,
+    typer.Option(min=0, callback=_finite, metavar="MS", help="Delay of every answer, in ms."),
+]
+RateLimit = Annotated[
+    float | None,
+    typer.Option(
+        callback=_positive, metavar="R", help="Answer 429 (with Retry-After) above R requests/s."
+    ),
+]
+FailRate = Annotated[
+    float | None,
+    typer.Option(
+        min=0, max=1, metavar="F", help="Share of requests to fail (0 to 1) [default: 0]."
+    ),
+]
+Faults = Annotated[
+    str | None,
+    typer.Option(
+        callback=_faults,
+        metavar="LIST",
+        help=f"Faults to inject: {','.join(FAULTS)} [default: all].",
+    ),
+]
+
+
+def demo_options(
+    securities: int,
+    seed: int,
+    latency_ms: float,
+    rate_limit: float | None,
+    fail_rate: float | None,
+    faults: str | None,
+) -> DemoOptions:
+    """The options as the demo takes them (each already checked by its declaration)."""
+    return DemoOptions(
+        securities=securities,
+        seed=seed,
+        latency_ms=latency_ms,
+        rate_limit=rate_limit,
+        fail_rate=fail_rate or 0.0,
+        faults=parse_faults(faults) if faults else (),
+    )
