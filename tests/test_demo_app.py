@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import given
-from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from ntx.demo.app import DemoApp
-from ntx.demo.market import Market, _mix, _mix_on
+from ntx.demo.market import Market
 
 
 async def answered_after(app: DemoApp) -> float:
@@ -46,14 +44,3 @@ async def test_building_the_answer_is_part_of_the_latency(
 
     app.answer = slow_answer  # type: ignore[method-assign]
     assert await answered_after(app) == pytest.approx(0.05)
-
-
-@given(
-    st.lists(st.integers(min_value=-(2**70), max_value=2**70), min_size=1, max_size=6),
-    st.lists(st.integers(min_value=-(2**70), max_value=2**70), max_size=6),
-)
-def test_a_mix_carried_on_from_shared_parts_is_the_mix_of_all_parts(
-    first: list[int], rest: list[int]
-) -> None:
-    # the demo's reports hash their shared parts once; every generated value must stay the same
-    assert _mix_on(_mix(*first), *rest) == _mix(*first, *rest)

@@ -12,7 +12,7 @@ import trio
 from trio.testing import MockClock
 
 from ntx.model import DateRange
-from ntx.pace.throttle import Throttle, TokenBucket, sleep_until
+from ntx.pace.throttle import Throttle, TokenBucket
 from tests.helpers import (
     TODAY,
     backfill_args,
@@ -91,18 +91,3 @@ async def test_demo_rate_limit_answers_429_and_rate_keeps_under_it(
     assert (starts[-1] - starts[0]) >= (len(starts) - 16 - 1) / 15  # and it did keep to it
     for name in expected:
         assert table(tmp_path / "polite.db", name) == expected[name]
-
-
-async def test_sleep_until_waits_for_a_future_deadline_and_only_checkpoints_for_a_past_one(
-    mock_clock: MockClock,
-) -> None:
-    start = trio.current_time()
-    await sleep_until(start + 0.25)
-    assert trio.current_time() == start + 0.25
-    await sleep_until(start)  # passed: no time goes by
-    assert trio.current_time() == start + 0.25
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        await sleep_until(start)  # still a checkpoint: a cancelled caller stops here
-        pytest.fail("a past deadline skipped the checkpoint")
-    assert scope.cancelled_caught

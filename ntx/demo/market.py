@@ -30,12 +30,7 @@ _MIX_START = 0x9E3779B97F4A7C15
 
 def _mix(*parts: int) -> int:
     """splitmix64 over the parts: a fast, well-spread hash of small integers."""
-    return _mix_on(_MIX_START, *parts)
-
-
-def _mix_on(h: int, *parts: int) -> int:
-    """`_mix` carried on from `h`, the mix of some first parts: `_mix_on(_mix(a), b)` equals
-    `_mix(a, b)`, so values that share first parts can hash them once."""
+    h = _MIX_START
     for part in parts:
         h = ((h ^ (part & _MASK)) * 0xBF58476D1CE4E5B9) & _MASK
         h ^= h >> 31
@@ -349,10 +344,8 @@ class Market:
     def _report_row(
         self, sec: DemoSecurity, year: int, number: int, period: str, revision: int
     ) -> Row:
-        shared = _mix(self.seed, sec.security_id, year, number, revision)
-
-        def u(k: int) -> float:  # _unit(seed, security, year, number, revision, k)
-            return _mix_on(shared, k) / 2.0**64
+        def u(k: int) -> float:
+            return _unit(self.seed, sec.security_id, year, number, revision, k)
 
         eps = round(-5 + 60 * u(1), 2)
         return (

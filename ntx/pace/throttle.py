@@ -55,19 +55,6 @@ class Observer(Protocol):
     def answered(self, started: float, finished: float, outcome: Outcome) -> None: ...
 
 
-async def sleep_until(deadline: float) -> None:
-    """`trio.sleep_until`, cheaper when `deadline` has passed: a plain checkpoint then.
-
-    trio sleeps by cancelling the sleeper at the deadline, so even a sleep until a past
-    deadline raises and catches a `Cancelled`; the throttle asks for one or two of those a
-    request (a slot that has no rest left), about 5% of a fast run's CPU.
-    """
-    if deadline > trio.current_time():
-        await trio.sleep_until(deadline)
-    else:
-        await trio.lowlevel.checkpoint()
-
-
 class TokenBucket:
     """`rate` requests per second with bursts of up to `burst` (GCRA, first come first served).
 
@@ -94,7 +81,7 @@ class TokenBucket:
         now = trio.current_time()
         start = now + self.wait_needed(now)
         self.admit(now)  # the turn is reserved before waiting: callers are served in order
-        await sleep_until(start)
+        await trio.sleep_until(start)
 
 
 class Slot:
@@ -105,7 +92,7 @@ class Slot:
 
     async def rested(self) -> None:
         """Returns once the slot's rest is over (at once if it has none)."""
-        await sleep_until(self.rested_at)
+        await trio.sleep_until(self.rested_at)
 
 
 class Throttle:
