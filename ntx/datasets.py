@@ -172,10 +172,16 @@ def choose_universe(
 # ---------------------------------------------------------------- prices
 
 
-async def _fetch_prices(source: Source, job: Job) -> list[Wire]:
-    rows: list[Wire] = []
+async def _fetch_prices(source: Source, job: Job) -> list[Row]:
+    """Each page becomes rows as it arrives: a long history is held as rows, not answers."""
+    rows: list[Row] = []
     for period in job.ranges:
-        rows.extend(await source.price_history(_security_id(job), period))
+        pages = source.price_history(_security_id(job), period, lambda page: _price_rows(page, job))
+        rows.extend(await pages)
+    return rows
+
+
+def _already_rows(rows: list[Row], job: Job) -> list[Row]:
     return rows
 
 
@@ -360,7 +366,7 @@ PRICES = Dataset(
     title="Prices",
     table=TABLES["prices"],
     fetch=_fetch_prices,
-    to_rows=_price_rows,
+    to_rows=_already_rows,
     check=_check_price,
     ranged=True,
 )

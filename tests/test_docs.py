@@ -106,3 +106,40 @@ def test_the_module_table_matches_the_tree() -> None:
         if module not in listed and not any(module.startswith(d) for d in listed if d.endswith("/"))
     )
     assert unlisted == []
+
+
+def test_no_module_of_ntx_imports_itself_back_through_others() -> None:
+    """Imports point one way: the graph of ntx's modules (package __init__ files included)
+    has no cycle."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in (REPO / "ntx").rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ntx"):
+                targets.add(node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names if alias.name.startswith("ntx")}
+        graph[name] = targets - {name}
+    for name in list(graph):
+        graph[name] &= graph.keys()
+    assert sum(len(targets) for targets in graph.values()) > 50  # the graph was read
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                cycle.extend([*trail, name, target])
+            elif target not in state:
+                visit(target, [*trail, name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert cycle == []

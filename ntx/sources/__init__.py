@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from ntx.model import DateRange
 from ntx.pace.throttle import RequestGate
 from ntx.sources.nepse.wire import CompanyRecord, SecurityRecord, Wire
+
+T = TypeVar("T")
 
 
 class Source(Protocol):
@@ -18,7 +21,13 @@ class Source(Protocol):
 
     async def companies(self) -> list[CompanyRecord]: ...
     async def securities(self) -> list[SecurityRecord]: ...
-    async def price_history(self, security_id: int, period: DateRange) -> list[Wire]: ...
+    async def price_history(
+        self, security_id: int, period: DateRange, keep: Callable[[list[Wire]], list[T]]
+    ) -> list[T]:
+        """Every history row of `period`, all pages; `keep` turns each page into what is
+        kept of it, as the page arrives."""
+        ...
+
     async def reports(self, security_id: int) -> list[Wire]: ...
     async def dividends(self, security_id: int) -> list[Wire]: ...
     async def ownership(self, security_id: int) -> dict[str, Wire]: ...

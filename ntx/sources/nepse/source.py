@@ -51,10 +51,17 @@ class NepseSource:
             "/api/nots/security", wire.security_list, params={"nonDelisted": "true"}
         )
 
-    async def price_history(self, security_id: int, period: DateRange) -> list[Wire]:
-        """Every history row of `period`, all pages, checked against the server's own count."""
+    async def price_history(
+        self,
+        security_id: int,
+        period: DateRange,
+        keep: Callable[[list[Wire]], list[T]] = list,
+    ) -> list[T]:
+        """Every history row of `period`, all pages, checked against the server's own count
+        (and for days repeated); `keep` turns each page into what is kept of it, one per row."""
         path = f"/api/nots/market/history/security/{_segment(security_id)}"
-        rows: list[Wire] = []
+        rows: list[T] = []
+        dates: set[object] = set()
         total: int | None = None
         page = 0
         while True:
@@ -71,7 +78,8 @@ class NepseSource:
                 raise MalformedResponse(
                     f"{path}: totalElements changed from {total} to {elements} while paging"
                 )
-            rows.extend(content)
+            dates.update(row.get("businessDate") for row in content)
+            rows.extend(keep(content))
             page += 1
             if page >= total_pages or not content:
                 break
@@ -79,7 +87,6 @@ class NepseSource:
             raise MalformedResponse(
                 f"{path}: paging gave {len(rows)} rows but the server counts {total}"
             )
-        dates = {row.get("businessDate") for row in rows}
         if len(dates) != len(rows):
             raise MalformedResponse(f"{path}: paging returned the same day twice")
         return rows
