@@ -11,12 +11,8 @@ import trio
 
 from ntx.events import Paced
 from ntx.pace.adaptive import AutoPace
-from ntx.pace.retry import CircuitBreaker, Notify, RetryPolicy
+from ntx.pace.retry import CircuitBreaker, Notify, RetryPolicy, ignore_pause
 from ntx.pace.throttle import Throttle, TokenBucket
-
-
-async def _ignore(seconds: float, reason: str) -> None:
-    pass
 
 
 class Pace:
@@ -39,7 +35,7 @@ class Pace:
         rate: float | None = None,
         auto: bool = False,
         retries: int = 5,
-        notify: Notify = _ignore,
+        notify: Notify = ignore_pause,
         rng: random.Random | None = None,
     ) -> None:
         bucket = TokenBucket(rate, burst=workers) if rate else None

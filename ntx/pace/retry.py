@@ -117,8 +117,8 @@ class CircuitBreaker:
         return pause
 
 
-async def _ignore(seconds: float, reason: str) -> None:
-    pass
+async def ignore_pause(seconds: float, reason: str) -> None:
+    """A `Notify` that tells no one."""
 
 
 class RetryPolicy:
@@ -132,7 +132,7 @@ class RetryPolicy:
         base: float = 1.0,
         cap: float = 60.0,
         breaker: CircuitBreaker | None = None,
-        notify: Notify = _ignore,
+        notify: Notify = ignore_pause,
         rng: random.Random | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
