@@ -174,10 +174,13 @@ def choose_universe(
 
 async def _fetch_prices(source: Source, job: Job) -> list[Row]:
     """Each page becomes rows as it arrives: a long history is held as rows, not answers."""
+
+    def keep(page: list[Wire]) -> list[Row]:
+        return _price_rows(page, job)
+
     rows: list[Row] = []
     for period in job.ranges:
-        pages = source.price_history(_security_id(job), period, lambda page: _price_rows(page, job))
-        rows.extend(await pages)
+        rows.extend(await source.price_history(_security_id(job), period, keep))
     return rows
 
 
