@@ -409,6 +409,9 @@ PER_SECURITY = tuple(name for name, spec in DATASETS.items() if spec.per_securit
 # ---------------------------------------------------------------- universe and planning
 
 
+MAX_JOB_DAYS = 700  # at most 500 sessions (five a week): one 500-row history page
+
+
 def plan_jobs(
     spec: Dataset,
     universe: Iterable[Security],
@@ -417,30 +420,57 @@ def plan_jobs(
     today: date,
     coverage: Mapping[int, DateRange],
     force: bool = False,
-) -> Iterator[Job]:
-    """The jobs of one per-security dataset, produced lazily, one per security that needs one.
+) -> Iterator[tuple[Job, ...]]:
+    """Each security's jobs of one per-security dataset, produced lazily: a tuple of jobs that
+    one worker runs in order, for each security that needs any.
 
-    For a ranged dataset a job fetches only what `period` adds to the security's covered
-    range (all of `period` when `force`), and is skipped when nothing is missing. Coverage
-    never reaches today: today's rows may still change, so the next run checks them again.
+    A snapshot dataset has one job per security. A ranged dataset's jobs fetch what `period`
+    adds to the security's covered range (all of `period` when `force`), at most
+    `MAX_JOB_DAYS` each, so a worker holds a bounded share of a long history. They are ordered
+    outward from what is covered, so each job's `covers`, committed in that order, is one
+    exact range. Coverage never reaches today: today's rows may still change.
     """
-    yesterday = today - timedelta(days=1)
     for security in universe:
         if not spec.ranged:
-            yield Job(spec.name, security)
+            yield (Job(spec.name, security),)
             continue
         covered = coverage.get(security.id)
-        if force:
-            ranges: tuple[DateRange, ...] = (period,)
-            merged = covered.union(period) if covered and covered.touches(period) else period
-        else:
-            ranges = period.missing_from(covered)
-            if not ranges:
-                continue
-            merged = covered.union(period) if covered else period
-        covers = (
-            DateRange(merged.start, min(merged.end, yesterday))
-            if merged.start <= yesterday
-            else None
+        jobs = tuple(
+            Job(spec.name, security, (part,), _up_to_yesterday(covers, today))
+            for part, covers in _outward(period, covered, force)
         )
-        yield Job(spec.name, security, ranges, covers)
+        if jobs:
+            yield jobs
+
+
+def _outward(
+    period: DateRange, covered: DateRange | None, force: bool
+) -> Iterator[tuple[DateRange, DateRange]]:
+    """The parts to fetch, each with the covered range once it and those before it are
+    stored: what `period` shares with `covered` (only when `force`), then the days before
+    `covered` newest first, then the days after it oldest first. A `covered` range that a
+    forced `period` does not touch is replaced by `period`."""
+    if force and covered is not None and not covered.touches(period):
+        covered = None
+    inside: list[DateRange] = []
+    if force and covered is not None and covered.overlaps(period):
+        inside = [DateRange(max(period.start, covered.start), min(period.end, covered.end))]
+    missing = period.missing_from(covered)
+    before = [p for p in missing if covered and p.end < covered.start]
+    after = [p for p in missing if p not in before]
+    running = covered
+    for part, newest_first in (
+        *((p, False) for p in inside),
+        *((p, True) for p in before),
+        *((p, False) for p in after),
+    ):
+        for piece in part.split(MAX_JOB_DAYS, newest_first=newest_first):
+            running = running.union(piece) if running else piece
+            yield piece, running
+
+
+def _up_to_yesterday(covers: DateRange, today: date) -> DateRange | None:
+    yesterday = today - timedelta(days=1)
+    if covers.start > yesterday:
+        return None
+    return DateRange(covers.start, min(covers.end, yesterday))

@@ -34,7 +34,7 @@ from ntx.events import (
     Resumed,
     RunSummary,
 )
-from ntx.model import DateRange, Job, JobResult, Security, WriteCounts
+from ntx.model import DateRange, Job, JobKey, JobResult, Security, WriteCounts
 from ntx.pace import Pace
 from ntx.pace.throttle import RequestMeter
 from ntx.sources import Source
@@ -130,7 +130,7 @@ class Engine:
         )
         try:
             resumes: int | None = None
-            done: dict[str, set[int]] = {}
+            done: dict[str, set[JobKey]] = {}
             if self.plan.plan_key:
                 resumes, done = await trio.to_thread.run_sync(store.resumable, self.plan.plan_key)
             run_id = await trio.to_thread.run_sync(
@@ -195,35 +195,38 @@ class Engine:
         run_id: int,
         universe: list[Security],
         lists_result: JobResult,
-        done: Mapping[str, AbstractSet[int]],
+        done: Mapping[str, AbstractSet[JobKey]],
     ) -> None:
         coverage = {
             name: await trio.to_thread.run_sync(store.coverage, name)
             for name in self.plan.datasets
-            if DATASETS[name].ranged and not self.plan.force
+            if DATASETS[name].ranged
         }
 
         only = self.plan.only
 
-        def jobs_of(name: str) -> Iterator[Job]:
+        def jobs_of(name: str) -> Iterator[tuple[Job, ...]]:
+            """Each security's jobs still to do, without those the resumed runs did."""
             finished = done.get(name, frozenset())
             wanted = only.get(name, frozenset()) if only is not None else None
-            return plan_jobs(
+            for jobs in plan_jobs(
                 DATASETS[name],
-                (
-                    sec
-                    for sec in universe
-                    if sec.id not in finished and (wanted is None or sec.id in wanted)
-                ),
+                (sec for sec in universe if wanted is None or sec.id in wanted),
                 period=self.plan.period,
                 today=self.plan.today,
                 coverage=coverage.get(name, {}),
                 force=self.plan.force,
-            )
+            ):
+                todo = tuple(job for job in jobs if job.key not in finished)
+                if todo:
+                    yield todo
 
         for name in self.plan.datasets:
-            count = sum(1 for _ in jobs_of(name))
-            await self._announce(name, jobs=count, up_to_date=len(universe) - count)
+            securities = count = 0
+            for todo in jobs_of(name):
+                securities += 1
+                count += len(todo)
+            await self._announce(name, jobs=count, up_to_date=len(universe) - securities)
 
         writer = Writer(
             store,
@@ -241,29 +244,38 @@ class Engine:
                 with self._fetching():
                     async with trio.open_nursery() as fetchers:
                         for name in self.plan.datasets:
-                            for job in jobs_of(name):
+                            for jobs in jobs_of(name):
                                 slot = object()
                                 await self._limiter.acquire_on_behalf_of(slot)
-                                fetchers.start_soon(self._fetch_and_send, job, slot, send_results)
+                                fetchers.start_soon(self._fetch_and_send, jobs, slot, send_results)
 
     async def _fetch_and_send(
-        self, job: Job, slot: object, results: trio.MemorySendChannel[JobResult]
+        self, jobs: tuple[Job, ...], slot: object, results: trio.MemorySendChannel[JobResult]
     ) -> None:
+        """One security's jobs in order, each result sent before the next job starts (so the
+        writer commits them in order). After a failure the later jobs are recorded as failed
+        without being tried: their coverage would assume the failed one's rows."""
         try:
             meter = RequestMeter(self._throttle)
-            result = await self._fetch(job, meter)
-            # A finished job reaches the writer even if fetching is being interrupted; if
-            # the writer itself is gone, the run is failing and its channel says so.
-            with trio.CancelScope(shield=True), suppress(trio.BrokenResourceError):
-                await results.send(result)
+            failed: Job | None = None
+            for job in jobs:
+                meter = RequestMeter(self._throttle, meter.slot)
+                blocked = f"not tried: {failed.ranges_text} failed before it" if failed else None
+                result = await self._fetch(job, meter, blocked)
+                # A finished job reaches the writer even if fetching is being interrupted; if
+                # the writer itself is gone, the run is failing and its channel says so.
+                with trio.CancelScope(shield=True), suppress(trio.BrokenResourceError):
+                    await results.send(result)
+                failed = failed or (None if result.ok else job)
             await meter.rested()  # the slot's rest after the last request overlaps the above
         finally:
             self._limiter.release_on_behalf_of(slot)
 
-    async def _fetch(self, job: Job, meter: RequestMeter) -> JobResult:
+    async def _fetch(self, job: Job, meter: RequestMeter, blocked: str | None = None) -> JobResult:
         """One job, run while the caller holds a limiter slot: its requests (each through
         the throttle, paced by `meter`), then wire to rows. A `FetchError` becomes a failed
-        result. The caller waits for `meter.rested()` before giving the slot up."""
+        result, and so does a `blocked` job, which is not tried. The caller waits for
+        `meter.rested()` before giving the slot up."""
         spec = DATASETS[job.dataset]
         totals = self._totals[job.dataset]
         if totals.started_at is None:
@@ -271,6 +283,8 @@ class Engine:
         await self._events.send(JobStarted(job.dataset, job.label, job.ranges))
         assert self._source is not None, "run() sets the source"
         try:
+            if blocked:
+                raise FetchError(blocked)
             wire = await spec.fetch(self._source.bind(meter), job)
             valid, invalid = spec.split_valid(spec.to_rows(wire, job), job)
             result = JobResult(job, valid, invalid=invalid)

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from typing import Any
 
 Row = tuple[Any, ...]
+JobKey = tuple[int | None, str | None]  # a job's security id and ranges, as ntx_jobs has them
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,29 @@ class DateRange:
             parts.append(DateRange(covered.end + timedelta(days=1), self.end))
         return tuple(parts)
 
+    def overlaps(self, other: DateRange) -> bool:
+        """True when the two ranges share a day."""
+        return self.start <= other.end and other.start <= self.end
+
+    def split(self, days: int, *, newest_first: bool = False) -> list[DateRange]:
+        """This range cut into consecutive pieces of at most `days` days, oldest first (or
+        newest first); the last piece in that order is the short one."""
+        step = timedelta(days=days)
+        pieces = []
+        if newest_first:
+            end = self.end
+            while end >= self.start:
+                start = max(self.start, end - step + timedelta(days=1))
+                pieces.append(DateRange(start, end))
+                end = start - timedelta(days=1)
+        else:
+            start = self.start
+            while start <= self.end:
+                end = min(self.end, start + step - timedelta(days=1))
+                pieces.append(DateRange(start, end))
+                start = end + timedelta(days=1)
+        return pieces
+
     def touches(self, other: DateRange) -> bool:
         """True when the two ranges overlap or are adjacent (their union is one range)."""
         return self.start <= other.end + timedelta(days=1) and other.start <= self.end + timedelta(
@@ -88,6 +112,15 @@ class Job:
     @property
     def label(self) -> str:
         return self.security.symbol if self.security else "lists"
+
+    @property
+    def key(self) -> JobKey:
+        return (self.security.id if self.security else None, self.ranges_text)
+
+    @property
+    def ranges_text(self) -> str | None:
+        """The ranges as `ntx_jobs.ranges` records them."""
+        return ",".join(str(r) for r in self.ranges) or None
 
 
 @dataclass(slots=True)

@@ -45,9 +45,10 @@ async def test_database_equals_the_source_for_all_five_datasets(
     expected = expected_tables(market, DateRange(date(2019, 1, 1), TODAY), default_universe(market))
     for name in TABLES:
         assert table(db, name) == expected[name], name
-    # multi-year histories really were paged
-    pages = [parse_qs(s.query).get("page", ["0"])[0] for s in recorder.paths("/history/")]
-    assert "1" in pages and "2" in pages
+    # multi-year histories really were fetched in several parts (each one page here; the
+    # independent server's smaller pages make ntx page through them)
+    starts = {parse_qs(s.query)["startDate"][0] for s in recorder.paths("/history/")}
+    assert len(starts) >= 3
     assert len(expected["prices"]) > 10_000
     assert "Prices: " in result.stdout and "0 errors" in result.stdout
 

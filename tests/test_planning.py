@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ntx.datasets import PRICES, REPORTS, plan_jobs
+from ntx.datasets import MAX_JOB_DAYS, PRICES, REPORTS, plan_jobs
 from ntx.model import DateRange, Security
 
 DAY0 = date(2020, 1, 1)
@@ -48,7 +48,7 @@ def test_planned_jobs_cover_what_they_claim(
 ) -> None:
     today = DAY0 + timedelta(days=today_offset)
     sec = Security(1, "A")
-    jobs = list(
+    planned = list(
         plan_jobs(
             PRICES,
             [sec],
@@ -58,23 +58,46 @@ def test_planned_jobs_cover_what_they_claim(
             force=force,
         )
     )
-    if not jobs:
+    if not planned:
         assert not force and covered is not None and days_of(period) <= days_of(covered)
         return
-    (job,) = jobs
-    fetched = set().union(*(days_of(r) for r in job.ranges))
-    claim = days_of(job.covers) if job.covers else set()
+    (jobs,) = planned
     known = days_of(covered) if covered else set()
-    assert claim <= fetched | known  # coverage never claims a day that was not fetched
-    assert all(d < today for d in claim)  # today may still change: never covered
+    fetched: set[date] = set()
+    for job in jobs:  # committed in this order: stop after any of them, the claim holds
+        (part,) = job.ranges
+        assert part.days <= MAX_JOB_DAYS  # a worker holds a bounded share of the history
+        assert not days_of(part) & fetched  # no day is fetched twice
+        fetched |= days_of(part)
+        claim = days_of(job.covers) if job.covers else set()
+        assert claim <= fetched | known  # coverage never claims a day that was not fetched
+        assert all(d < today for d in claim)  # today may still change: never covered
     if force:
         assert days_of(period) <= fetched  # --force fetches the whole period again
     else:
         assert days_of(period) <= fetched | known
         assert not fetched & known  # and nothing already covered
+    last = jobs[-1].covers
+    if last is not None:  # once all are stored, coverage holds what was fetched before today
+        assert days_of(last) >= {d for d in fetched | days_of(period) if d < today}
+
+
+@given(period=ranges(), days=st.integers(1, 800), newest_first=st.booleans())
+def test_a_range_splits_into_consecutive_pieces(
+    period: DateRange, days: int, newest_first: bool
+) -> None:
+    pieces = period.split(days, newest_first=newest_first)
+    ordered = sorted(pieces, key=lambda piece: piece.start, reverse=newest_first)
+    assert pieces == ordered
+    assert all(piece.days <= days for piece in pieces)
+    assert sum(piece.days for piece in pieces) == period.days
+    assert days_of(period) == set().union(*(days_of(piece) for piece in pieces))
+    assert len(pieces) == -(-period.days // days)  # as few as the length allows
 
 
 def test_snapshot_datasets_plan_one_job_per_security() -> None:
     secs = [Security(i, f"S{i}") for i in range(5)]
-    jobs = list(plan_jobs(REPORTS, secs, period=DateRange(DAY0, DAY0), today=DAY0, coverage={}))
+    planned = list(plan_jobs(REPORTS, secs, period=DateRange(DAY0, DAY0), today=DAY0, coverage={}))
+    assert all(len(jobs) == 1 for jobs in planned)
+    jobs = [job for (job,) in planned]
     assert [j.security for j in jobs] == secs and all(not j.ranges for j in jobs)

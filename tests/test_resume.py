@@ -10,12 +10,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ntx.datasets import DATASETS, PER_SECURITY
+from ntx.datasets import DATASETS, MAX_JOB_DAYS, PER_SECURITY
 from ntx.demo.market import Market
 from ntx.engine import Engine, RunPlan
 from ntx.errors import EXIT_INTERRUPTED
@@ -24,7 +25,7 @@ from ntx.model import DateRange
 from ntx.net.client import open_client
 from ntx.pace import Pace
 from ntx.sources.nepse.source import NepseSource
-from tests.helpers import TODAY, mock_network
+from tests.helpers import TODAY, default_universe, expected_tables, mock_network, table
 
 MARKET = Market(seed=9, securities=24, today=TODAY)
 PERIOD = DateRange(date(2024, 1, 1), TODAY)
@@ -114,3 +115,70 @@ def test_interrupted_at_any_commit_then_resumed_equals_uninterrupted(
         ).fetchone()[0]
     assert statuses[-1] == "completed"
     assert done_without_rows == 0  # a job is done only with its rows
+
+
+LONG = DateRange(date(2016, 7, 1), TODAY)
+
+
+async def run_long(db: Path, fail_from: date | None = None) -> tuple[RunSummary, list[str]]:
+    """Ten years of prices for every default security; with `fail_from`, every history request
+    whose range starts that day answers 500. Returns the summary and the ranges asked for."""
+    asked: list[str] = []
+    inner = mock_network(MARKET, latency=0)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        start = request.url.params.get("startDate")
+        if "/market/history/" in request.url.path:
+            asked.append(f"{request.url.path.rsplit('/', 1)[1]}:{start}")
+            if fail_from is not None and start == fail_from.isoformat():
+                return httpx.Response(500, text="boom")
+        return await inner.handle_async_request(request)
+
+    pace = Pace(workers=4, sleep=0)
+    plan = RunPlan(datasets=["prices"], db_path=db, period=LONG, today=TODAY, workers=4)
+    send, receive = trio.open_memory_channel[Event](0)
+
+    async def drain() -> None:
+        async for _ in receive:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        async with (
+            send,
+            open_client(
+                "http://demo.test", workers=4, timeout=30, transport=httpx.MockTransport(handler)
+            ) as client,
+        ):
+            summary = await Engine(plan, pace, send).run(NepseSource(client, pace.throttle))
+    return summary, asked
+
+
+async def test_a_long_history_is_stored_in_parts_in_order_and_resumes_after_a_failed_one(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "long.db"
+    parts = LONG.split(MAX_JOB_DAYS)
+    assert len(parts) >= 4  # ten years are several jobs per security
+    summary, _ = await run_long(db, fail_from=parts[2].start)
+    assert summary.exit_code == 1  # the third part failed for every security
+    with sqlite3.connect(db) as conn:
+        jobs = conn.execute(
+            "SELECT ranges, status, reason FROM ntx_jobs WHERE dataset = 'prices'"
+            " AND security_id = ? ORDER BY rowid",
+            (default_universe(MARKET)[0],),
+        ).fetchall()
+        covered = conn.execute(
+            "SELECT DISTINCT covered_from, covered_to FROM ntx_coverage WHERE dataset = 'prices'"
+        ).fetchall()
+    assert [status for _, status, _ in jobs] == ["done", "done"] + ["failed"] * (len(parts) - 2)
+    assert [ranges for ranges, _, _ in jobs] == [str(part) for part in parts]
+    assert all("not tried" in reason for _, _, reason in jobs[3:])  # never fetched
+    assert covered == [(str(LONG.start), str(parts[1].end))]  # what the done parts hold
+
+    summary, asked = await run_long(db)
+    assert summary.exit_code == 0
+    universe = default_universe(MARKET)
+    assert table(db, "prices") == expected_tables(MARKET, LONG, universe)["prices"]
+    starts = {entry.split(":")[1] for entry in asked}
+    assert str(parts[0].start) not in starts and str(parts[2].start) in starts  # only the rest

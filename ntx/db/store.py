@@ -21,7 +21,7 @@ from typing import Any
 
 from ntx.db.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES, Table
 from ntx.errors import StoreError, UsageError
-from ntx.model import DateRange, JobResult, Row, WriteCounts
+from ntx.model import DateRange, JobKey, JobResult, Row, WriteCounts
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT = 10.0  # seconds to wait for another program's write lock
@@ -228,11 +228,12 @@ class Store:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def resumable(self, plan_key: str) -> tuple[int | None, dict[str, set[int]]]:
+    def resumable(self, plan_key: str) -> tuple[int | None, dict[str, set[JobKey]]]:
         """The run a new run of `plan_key` resumes, and the jobs already done for it.
 
         If the latest run of that plan did not complete, the new run resumes it: every job
-        recorded done by it, or by the runs it resumed in turn, is not fetched again.
+        recorded done by it, or by the runs it resumed in turn, is not fetched again. A job is
+        known by its security and its ranges (`Job.key`).
         """
         row = self._conn.execute(
             "SELECT id, status FROM ntx_runs WHERE plan_key = ? ORDER BY id DESC LIMIT 1",
@@ -240,20 +241,20 @@ class Store:
         ).fetchone()
         if row is None or row[1] not in UNFINISHED:
             return None, {}
-        done: dict[str, set[int]] = {}
+        done: dict[str, set[JobKey]] = {}
         chain = self._conn.execute(
             """
             WITH RECURSIVE chain(id) AS (
                 SELECT ? UNION SELECT r.resumes FROM ntx_runs r JOIN chain ON r.id = chain.id
                 WHERE r.resumes IS NOT NULL)
-            SELECT dataset, security_id FROM ntx_jobs
+            SELECT dataset, security_id, ranges FROM ntx_jobs
             WHERE run_id IN (SELECT id FROM chain) AND status = 'done'
                 AND security_id IS NOT NULL
             """,
             (row[0],),
         )
-        for dataset, security_id in chain:
-            done.setdefault(dataset, set()).add(security_id)
+        for dataset, security_id, ranges in chain:
+            done.setdefault(dataset, set()).add((security_id, ranges))
         return row[0], done
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -355,7 +356,7 @@ class Store:
                             run_id,
                             job.dataset,
                             job.security.id if job.security else None,
-                            ",".join(str(r) for r in job.ranges) or None,
+                            job.ranges_text,
                             result.status,
                             result.error,
                             result.requests,

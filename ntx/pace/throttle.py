@@ -164,9 +164,9 @@ class RequestMeter:
     the pace of the worker slot the job runs in. The slot's holder must `await rested()`
     before giving the slot up."""
 
-    def __init__(self, gate: Throttle) -> None:
+    def __init__(self, gate: Throttle, slot: Slot | None = None) -> None:
         self._gate = gate
-        self.slot = Slot()
+        self.slot = slot or Slot()
         self.count = 0
         self.retries = 0
 
