@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from datetime import date, datetime
@@ -353,6 +354,7 @@ def demo_serve(
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                 url = await nursery.start(
                     lambda task_status: serve(
                         app_, host=host, port=port, quiet=False, task_status=task_status
@@ -377,6 +379,7 @@ def demo_serve(
 
         try:
             trio.run(main)
+            typer.echo("Demo exchange stopped.")
         except BaseException as exc:
             error = reportable(exc)
             if isinstance(error, KeyboardInterrupt):
@@ -388,6 +391,14 @@ def demo_serve(
             raise
 
     _guarded(run)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    """Cancel `scope` at the first Ctrl-C or SIGTERM (a server has nothing to save)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 # ------------------------------------------------------------------ errors and exit statuses
