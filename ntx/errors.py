@@ -42,6 +42,10 @@ class HttpStatusError(FetchError):
         self.retry_after = retry_after
 
 
+class TokenRefused(FetchError):
+    """A 401 right after a new token: not a token problem, so the request fails, not loops."""
+
+
 class TransportError(FetchError):
     """No usable answer: connection refused or reset, timeout, broken stream."""
 

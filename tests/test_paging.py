@@ -17,6 +17,7 @@ from ntx.model import DateRange
 from ntx.net.client import open_client
 from ntx.pace.throttle import Throttle
 from ntx.sources.nepse.source import NepseSource
+from tests.helpers import tokenless
 
 START = date(2015, 1, 1)
 
@@ -47,7 +48,7 @@ def paging_server(
         }
         return httpx.Response(200, json=body)
 
-    transport = httpx.MockTransport(handler)
+    transport = tokenless(handler)
     transport.requests = requests  # type: ignore[attr-defined]
     return transport
 

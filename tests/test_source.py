@@ -15,6 +15,7 @@ from ntx.errors import HttpStatusError, MalformedResponse, TransportError
 from ntx.net.client import open_client
 from ntx.pace.throttle import Throttle
 from ntx.sources.nepse.source import NepseSource
+from tests.helpers import tokenless
 
 DETAIL = {
     "stockListedShares": 1.0,
@@ -28,7 +29,7 @@ DETAIL = {
 
 async def call(handler, method: str, *args):  # type: ignore[no-untyped-def]
     async with open_client(
-        "http://exchange.test/base", workers=1, timeout=5, transport=httpx.MockTransport(handler)
+        "http://exchange.test/base", workers=1, timeout=5, transport=tokenless(handler)
     ) as client:
         return await getattr(NepseSource(client, Throttle(0)), method)(*args)
 
@@ -153,11 +154,12 @@ async def test_the_gate_is_left_only_after_the_body_is_read() -> None:
         await trio.sleep(0)
         return httpx.Response(200, json=DETAIL)
 
-    transport = httpx.MockTransport(handler)
+    transport = tokenless(handler)
     async with open_client("http://x", workers=1, timeout=5, transport=transport) as client:
         source = NepseSource(client, Throttle(0)).bind(RecordingGate())
         assert await source.ownership(1) == DETAIL
-    assert events == ["enter", "server", "exit"]
+    # the handshake's prove (answered 404 by a plain mirror), then the request itself
+    assert events == ["enter", "exit", "enter", "server", "exit"]
 
 
 async def test_an_answer_without_the_documented_fields_is_malformed() -> None:

@@ -62,12 +62,20 @@ class HttpClient:
         return str(self._client.base_url.join(path.lstrip("/")))
 
     async def request(
-        self, method: str, path: str, *, params: Params | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """The response to one request, of any status; `TransportError` when there is none
         (refused, reset, timed out, a body cut short or not decodable)."""
         try:
-            return await self._client.request(method, path, params=params, json=json)
+            return await self._client.request(
+                method, path, params=params, json=json, headers=headers
+            )
         except httpx.TimeoutException as exc:
             raise TransportError(f"timed out: {self.url(path)} ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:

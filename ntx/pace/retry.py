@@ -10,6 +10,7 @@
 | 404                                            | skip the job: not found               |
 | other 4xx (and other statuses)                 | fail the job, no retry                |
 | 401, 403                                       | stop the whole run (`AccessDenied`)   |
+| 401 right after a new token (`TokenRefused`)   | fail the job, no retry                |
 
 A `CircuitBreaker` watches every attempt of every worker: when `threshold` transient failures
 come in a row, all workers pause for a cool-down that doubles while the storm lasts (30 s,
@@ -28,7 +29,7 @@ from typing import TypeVar
 
 import trio
 
-from ntx.errors import AccessDenied, FetchError, HttpStatusError, NotFound
+from ntx.errors import AccessDenied, FetchError, HttpStatusError, NotFound, TokenRefused
 from ntx.pace.throttle import RequestGate, Throttle
 
 T = TypeVar("T")
@@ -45,6 +46,8 @@ class Verdict(Enum):
 
 def classify(error: FetchError) -> Verdict:
     """What a failed request means for its job (see the module's table)."""
+    if isinstance(error, TokenRefused):
+        return Verdict.FAIL
     if not isinstance(error, HttpStatusError):
         return Verdict.RETRY  # transport trouble, truncated or malformed answers
     if error.status in RETRY_STATUSES:

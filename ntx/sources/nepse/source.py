@@ -1,27 +1,41 @@
 """The NEPSE wire protocol over one `HttpClient` whose base URL is the API root (the real
 exchange's public API, a mirror, the demo).
 
-Paths and paging are those of docs/nepse-api.md. Identifiers are URL-encoded before they
-enter a path. Price history is paged to the end and checked: a page sequence that loses or
-repeats rows raises `MalformedResponse` instead of silently storing a partial history.
+Paths, paging, the token handshake and payload ids are those of docs/nepse-api.md.
+Identifiers are URL-encoded before they enter a path. Every API request carries the run's
+token (`Authorization: Salter <token>`); a 401, or a 200 whose body cannot be JSON, makes one
+new handshake for all workers and the request is sent again; refused again, it fails with
+`TokenRefused`. A server without the handshake (`prove` answers 404) is read as a plain
+mirror: no token, no payload ids, GET everywhere. Price history is paged to the end and
+checked: a page sequence that loses or repeats rows raises `MalformedResponse`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from ntx.errors import HttpStatusError, MalformedResponse
+import httpx
+import trio
+
+from ntx.errors import HttpStatusError, MalformedResponse, TokenRefused
 from ntx.model import DateRange
 from ntx.net.client import HttpClient, Params
 from ntx.pace.retry import RetryPolicy
 from ntx.pace.throttle import RequestGate
 from ntx.sources.nepse import wire
+from ntx.sources.nepse.payload import PayloadKind, nepal_day, payload_id
+from ntx.sources.nepse.session import NO_TOKEN, Credentials, ModuleCache, Session
+from ntx.sources.nepse.token import TokenModule, TokenModuleError, cut
 from ntx.sources.nepse.wire import CompanyRecord, SecurityRecord, Wire
 
 T = TypeVar("T")
 PAGE_SIZE = 500  # the server's cap; it may answer with smaller pages, which is fine
+PROVE = "/api/authenticate/prove"
+MODULE = "/assets/prod/css.wasm"
+MARKET_OPEN = "/api/nots/nepse-data/market-open"
 Decode = Callable[[bytes, str], T]
 
 
@@ -31,17 +45,39 @@ def _segment(identifier: object) -> str:
 
 class NepseSource:
     """The NEPSE endpoints ntx reads. Every request passes the gate, and with a `policy` is
-    retried by it; without one, each request is tried once and its error raised as it is."""
+    retried by it; without one, each request is tried once and its error raised as it is.
+
+    `session` is shared by every `bind` of one source (one token for the whole run);
+    `modules` keeps the site's token module between runs; `wall_clock` gives the instant
+    whose Nepal day enters payload ids.
+    """
 
     def __init__(
-        self, client: HttpClient, gate: RequestGate, policy: RetryPolicy | None = None
+        self,
+        client: HttpClient,
+        gate: RequestGate,
+        policy: RetryPolicy | None = None,
+        *,
+        session: Session | None = None,
+        modules: ModuleCache | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._client = client
         self._gate = gate
         self._policy = policy
+        self.session = session if session is not None else Session()
+        self._modules = modules if modules is not None else ModuleCache(None, client.url("/"))
+        self._wall_clock = wall_clock
 
     def bind(self, gate: RequestGate) -> NepseSource:
-        return NepseSource(self._client, gate, self._policy)
+        return NepseSource(
+            self._client,
+            gate,
+            self._policy,
+            session=self.session,
+            modules=self._modules,
+            wall_clock=self._wall_clock,
+        )
 
     async def companies(self) -> list[CompanyRecord]:
         return await self._get("/api/nots/company/list", wire.company_list)
@@ -100,23 +136,136 @@ class NepseSource:
         return await self._get(path, wire.records)
 
     async def ownership(self, security_id: int) -> dict[str, Wire]:
+        """The security detail with ownership: a POST with the payload id (a GET of the same
+        path answers a smaller object without the ownership fields)."""
         path = f"/api/nots/security/{_segment(security_id)}"
-        return await self._get(path, wire.security_detail)
+        return await self._call("POST", path, wire.security_detail, payload=PayloadKind.SECURITY)
+
+    async def market_id(self) -> int:
+        """The market-open id that seeds payload ids (fetched with the run's first token)."""
+
+        async def fetch() -> int:
+            return (await self._get(MARKET_OPEN, wire.market_open)).id
+
+        return await self.session.market(fetch)
 
     async def _get(self, path: str, decode: Decode[T], params: Params | None = None) -> T:
-        """One GET whose answer `decode` accepts, retried by the policy if there is one.
+        return await self._call("GET", path, decode, params=params)
 
-        A wrongly shaped answer counts like any other bad answer: it is retried.
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        decode: Decode[T],
+        *,
+        params: Params | None = None,
+        payload: PayloadKind | None = None,
+    ) -> T:
+        """One request whose answer `decode` accepts, retried by the policy if there is one.
+
+        A wrongly shaped answer counts like any other bad answer: it is retried. Each attempt
+        takes the session's current token and computes its payload id from that token's salts.
         """
 
         async def attempt() -> T:
-            async with self._gate.request():  # the gate paces by the status: check it inside
-                response = await self._client.get(path, params=params)
-                if response.status_code != 200:
-                    retry_after = response.headers.get("Retry-After")
-                    raise HttpStatusError(response.status_code, path, retry_after)
+            credentials = await self.session.credentials(self._handshake)
+            response = await self._send(method, path, params, payload, credentials)
+            if _refused(response, credentials):
+                renewed = await self.session.renew(credentials, self._handshake)
+                response = await self._send(method, path, params, payload, renewed)
+                if _refused(response, renewed) and not renewed.module_fetched:
+                    # the cached module may be one the site has since replaced
+                    renewed = await self.session.renew(
+                        renewed, self._handshake, refetch_module=True
+                    )
+                    response = await self._send(method, path, params, payload, renewed)
+                if _refused(response, renewed):
+                    raise TokenRefused(
+                        f"HTTP {response.status_code} from {path} right after a new token:"
+                        " the server refuses this request"
+                    )
+            _check_status(response, path)
             return decode(response.content, path)
 
         if self._policy is None:
             return await attempt()
         return await self._policy.call(attempt, self._gate)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        payload: PayloadKind | None,
+        credentials: Credentials,
+    ) -> httpx.Response:
+        body: dict[str, Any] | None = None
+        if credentials.token is None:
+            method = "GET"  # a plain mirror: no token, no payload ids, GET everywhere
+        elif payload is not None:
+            market = await self.market_id()
+            day = nepal_day(self._wall_clock())
+            body = {"id": payload_id(payload, market, credentials.salts, day)}
+        async with self._gate.request():  # the gate paces by the status: check it inside
+            response = await self._client.request(
+                method, path, params=params, json=body, headers=credentials.header
+            )
+            _check_status(response, path, allow=(401,) if credentials.token else ())
+        return response
+
+    async def _handshake(self, refetch_module: bool) -> Credentials:
+        """Prove, then unscramble the access token with the site's module."""
+        async with self._gate.request():
+            response = await self._client.get(PROVE)
+            if response.status_code == 404:
+                return NO_TOKEN  # a server without the handshake: no token to send
+            _check_status(response, PROVE)
+        proved = wire.prove(response.content, PROVE)
+        module, fetched = await self._token_module(refetch_module)
+        try:
+            token = cut(proved.access_token, module.access_positions(proved.salts))
+        except TokenModuleError:
+            if fetched:
+                raise
+            module, fetched = await self._token_module(refetch=True)
+            token = cut(proved.access_token, module.access_positions(proved.salts))
+        credentials = Credentials(token, proved.salts, trio.current_time(), fetched)
+        if self.session.market_id is None:  # once per run, while every worker waits anyway
+            response = await self._send("GET", MARKET_OPEN, None, None, credentials)
+            _check_status(response, MARKET_OPEN)
+            self.session.market_id = wire.market_open(response.content, MARKET_OPEN).id
+        return credentials
+
+    async def _token_module(self, refetch: bool) -> tuple[TokenModule, bool]:
+        """The site's module and whether it was fetched now: the one in use, else the
+        cached one, else (or when `refetch`) the one the server serves."""
+        if not refetch:
+            if self.session.module is not None:
+                return self.session.module, False
+            cached = self._modules.load()
+            if cached is not None:
+                try:
+                    self.session.module = TokenModule(cached)
+                    return self.session.module, False
+                except TokenModuleError:
+                    pass  # a damaged cache: fetch it again
+        async with self._gate.request():
+            response = await self._client.get(MODULE)
+            _check_status(response, MODULE)
+        self.session.module = TokenModule(response.content)
+        self._modules.save(response.content)
+        return self.session.module, True
+
+
+def _refused(response: httpx.Response, credentials: Credentials) -> bool:
+    """A token the server no longer takes: 401, or a 200 whose body cannot be JSON."""
+    if credentials.token is None:
+        return False
+    if response.status_code == 401:
+        return True
+    return response.status_code == 200 and not wire.looks_like_json(response.content)
+
+
+def _check_status(response: httpx.Response, path: str, allow: tuple[int, ...] = ()) -> None:
+    if response.status_code != 200 and response.status_code not in allow:
+        raise HttpStatusError(response.status_code, path, response.headers.get("Retry-After"))

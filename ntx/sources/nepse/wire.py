@@ -44,6 +44,31 @@ class SecurityRecord(msgspec.Struct, rename="camel"):
     active_status: str | None = None
 
 
+class Prove(msgspec.Struct, rename="camel"):
+    """The answer of `GET /api/authenticate/prove`: scrambled tokens and their five salts."""
+
+    access_token: str
+    refresh_token: str
+    salt1: int
+    salt2: int
+    salt3: int
+    salt4: int
+    salt5: int
+    server_time: int | None = None
+
+    @property
+    def salts(self) -> tuple[int, int, int, int, int]:
+        return (self.salt1, self.salt2, self.salt3, self.salt4, self.salt5)
+
+
+class MarketOpen(msgspec.Struct, rename="camel"):
+    """The answer of `GET /api/nots/nepse-data/market-open`; `id` seeds the payload ids."""
+
+    id: int
+    is_open: str | None = None
+    as_of: str | None = None
+
+
 def decode_json(content: bytes, path: str) -> Wire:
     """The answer's JSON as Python values, or `MalformedResponse`."""
     try:
@@ -76,6 +101,20 @@ def company_list(content: bytes, path: str) -> list[CompanyRecord]:
 
 def security_list(content: bytes, path: str) -> list[SecurityRecord]:
     return decode_as(list[SecurityRecord], content, path)
+
+
+def prove(content: bytes, path: str) -> Prove:
+    return decode_as(Prove, content, path)
+
+
+def market_open(content: bytes, path: str) -> MarketOpen:
+    return decode_as(MarketOpen, content, path)
+
+
+def looks_like_json(content: bytes) -> bool:
+    """Whether a 200's body can be a JSON answer at all (a stale token has been seen to get
+    200 with an empty or HTML body)."""
+    return content.lstrip()[:1] in (b"{", b"[")
 
 
 def records(content: bytes, path: str) -> list[Wire]:
