@@ -253,6 +253,7 @@ def backfill(
     demo_rate_limit: demo.RateLimit = None,
     fail_rate: demo.FailRate = None,
     faults: demo.Faults = None,
+    demo_token_ttl: demo.TokenTtl = None,
 ) -> None:
     """Fetch market data into the database. No dataset flag means all five."""
 
@@ -261,6 +262,7 @@ def backfill(
             "--demo-rate-limit": demo_rate_limit,
             "--fail-rate": fail_rate,
             "--faults": faults,
+            "--demo-token-ttl": demo_token_ttl,
         }
         settings = resolve_backfill(
             datasets={
@@ -285,7 +287,13 @@ def backfill(
             api=api,
             api_given=_source(ctx, "api") == "COMMANDLINE",
             demo=demo.demo_options(
-                demo_securities, demo_seed, demo_latency_ms, demo_rate_limit, fail_rate, faults
+                demo_securities,
+                demo_seed,
+                demo_latency_ms,
+                demo_rate_limit,
+                fail_rate,
+                faults,
+                demo_token_ttl,
             )
             if use_demo
             else None,
@@ -336,6 +344,7 @@ def demo_serve(
     rate_limit: demo.RateLimit = None,
     fail_rate: demo.FailRate = None,
     faults: demo.Faults = None,
+    token_ttl: demo.TokenTtl = None,
 ) -> None:
     """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
     # imported here, as in ntx.backfill: a backfill from a real API never loads hypercorn
@@ -343,7 +352,9 @@ def demo_serve(
     from ntx.demo.server import is_loopback, serve
 
     def run() -> None:
-        options = demo.demo_options(securities, seed, latency_ms, rate_limit, fail_rate, faults)
+        options = demo.demo_options(
+            securities, seed, latency_ms, rate_limit, fail_rate, faults, token_ttl
+        )
         app_ = build_demo_app(options)
         market = app_.market
         if not is_loopback(host):

@@ -9,6 +9,7 @@ from trio.testing import MockClock
 
 from ntx.demo.app import DemoApp
 from ntx.demo.market import Market
+from ntx.demo.protocol import TOKEN_TTL, TokenDesk
 from ntx.demo.server import serve
 from tests.helpers import TODAY, RecordingApp
 
@@ -25,13 +26,19 @@ def start_demo(nursery: trio.Nursery) -> Callable[..., object]:
     """Start a real demo exchange (hypercorn on 127.0.0.1, free port) wrapped in a recorder.
 
     Returns an async function: `url, recorder = await start_demo(securities=30, latency=0.0)`.
+    It speaks NEPSE's protocol (handshake, tokens living `token_ttl` seconds, payload ids).
     """
 
     async def start(
-        securities: int = 30, seed: int = 7, latency: float = 0.0, rate_limit: float | None = None
+        securities: int = 30,
+        seed: int = 7,
+        latency: float = 0.0,
+        rate_limit: float | None = None,
+        token_ttl: float = TOKEN_TTL,
     ) -> tuple[str, RecordingApp]:
         market = Market(seed=seed, securities=securities, today=TODAY)
-        recorder = RecordingApp(DemoApp(market, latency=latency, rate_limit=rate_limit))
+        desk = TokenDesk(ttl=token_ttl, seed=seed)
+        recorder = RecordingApp(DemoApp(market, latency=latency, rate_limit=rate_limit, desk=desk))
         url = await nursery.start(partial(serve, recorder))  # type: ignore[arg-type]
         return url, recorder
 

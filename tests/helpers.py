@@ -3,11 +3,13 @@ tests, and the database-versus-oracle comparison."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -17,7 +19,7 @@ import httpx
 import trio
 
 from ntx.db import schema
-from ntx.demo.app import DemoApp
+from ntx.demo.app import DemoApp, content_type, encode, headers_of, read_body
 from ntx.demo.market import Market
 from ntx.model import DateRange
 
@@ -87,7 +89,11 @@ class RecordingApp:
         try:
             if scope["path"] in self.rewrite:
                 status, body = self.app.answer(
-                    scope["method"], scope["path"], scope["query_string"]
+                    scope["method"],
+                    scope["path"],
+                    scope["query_string"],
+                    headers_of(scope),
+                    await read_body(receive),
                 )
                 payload = json.dumps(self.rewrite[scope["path"]](body)).encode()  # NaN stays NaN
                 record.status = status
@@ -113,10 +119,11 @@ def mock_network(
     latency: float,
     log: list[tuple[float, float]] | None = None,
     fail: dict[str, int] | None = None,
+    paths: list[str] | None = None,
 ) -> httpx.MockTransport:
     """The demo exchange as an in-memory transport with fixed latency (for MockClock tests).
 
-    `log` receives (start, end) of every request on trio's clock.
+    `log` receives (start, end) of every request on trio's clock, and `paths` its path.
     """
     app = DemoApp(market, latency=0)
     state = {"in_flight": 0, "max": 0}
@@ -131,14 +138,42 @@ def mock_network(
             state["in_flight"] -= 1
         if log is not None:
             log.append((started, trio.current_time()))
+        if paths is not None:
+            paths.append(request.url.path)
         if fail and request.url.path in fail:
             return httpx.Response(fail[request.url.path], json={})
-        status, body = app.answer(request.method, request.url.path, request.url.query)
-        return httpx.Response(status, json=body)
+        return demo_response(app, request)
 
     transport = httpx.MockTransport(handler)
     transport.state = state  # type: ignore[attr-defined]
     return transport
+
+
+Handler = Callable[[httpx.Request], Any]
+
+
+def tokenless(handler: Handler) -> httpx.MockTransport:
+    """A server without NEPSE's handshake (a plain mirror): `prove` answers 404 and every
+    other request goes to `handler` (sync or async)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/api/authenticate/prove"):
+            return httpx.Response(404, text="Not Found")
+        answer = handler(request)
+        return await answer if inspect.isawaitable(answer) else answer  # type: ignore[no-any-return]
+
+    return httpx.MockTransport(handle)
+
+
+def demo_response(app: DemoApp, request: httpx.Request) -> httpx.Response:
+    """The demo app's answer to an httpx request (for `httpx.MockTransport` handlers)."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    status, body = app.answer(
+        request.method, request.url.path, request.url.query, headers, request.content
+    )
+    return httpx.Response(
+        status, content=encode(body), headers={"content-type": content_type(body).decode()}
+    )
 
 
 def table(db: Path, name: str) -> list[tuple[Any, ...]]:

@@ -24,7 +24,7 @@ from ntx.pace import Pace
 from ntx.pace.adaptive import HEADROOM, WINDOW, AutoPace
 from ntx.pace.throttle import Outcome, Throttle
 from ntx.sources.nepse.source import NepseSource
-from tests.helpers import TODAY, default_universe, expected_tables, run_ntx, table
+from tests.helpers import TODAY, default_universe, demo_response, expected_tables, run_ntx, table
 
 DATASETS = ("reports", "dividends", "ownership")
 
@@ -59,8 +59,7 @@ def limited_network(market: Market, limit: HiddenLimit, latency: float) -> httpx
         await trio.sleep(latency)
         if wait is not None:
             return httpx.Response(429, headers={"Retry-After": str(wait)}, json={})
-        status, body = app.answer(request.method, request.url.path, request.url.query)
-        return httpx.Response(status, json=body)
+        return demo_response(app, request)
 
     return httpx.MockTransport(handler)
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ntx.sources.nepse.token import TokenModule, cut
 from tests.helpers import ntx_env, run_ntx, run_ntx_async
 
 
@@ -323,20 +324,29 @@ def test_demo_serve_answers_in_the_wire_format_and_stops_on_ctrl_c() -> None:
         line = proc.stdout.readline()
         match = re.match(r"Demo exchange at (http://127\.0\.0\.1:\d+): 25 securities", line)
         assert match, line
-        companies = httpx.get(f"{match.group(1)}/api/nots/company/list", timeout=10).json()
+        base = match.group(1)
+        refused = httpx.get(f"{base}/api/nots/company/list", timeout=10)
+        assert refused.status_code == 401 and "text/html" in refused.headers["content-type"]
+        # the handshake, by hand: prove, the module, the five positions cut out
+        proved = httpx.get(f"{base}/api/authenticate/prove", timeout=10).json()
+        module = TokenModule(httpx.get(f"{base}/assets/prod/css.wasm", timeout=10).content)
+        salts = tuple(proved[f"salt{i}"] for i in range(1, 6))
+        token = cut(proved["accessToken"], module.access_positions(salts))  # type: ignore[arg-type]
+        api = httpx.Client(base_url=base, headers={"Authorization": f"Salter {token}"}, timeout=10)
+        companies = api.get("/api/nots/company/list").json()
         assert len(companies) == 25 and {"symbol", "instrumentType", "status"} <= set(companies[0])
-        securities = httpx.get(
-            f"{match.group(1)}/api/nots/security?nonDelisted=true", timeout=10
-        ).json()
-        page = httpx.get(
-            f"{match.group(1)}/api/nots/market/history/security/{securities[0]['id']}",
+        securities = api.get("/api/nots/security?nonDelisted=true").json()
+        page = api.get(
+            f"/api/nots/market/history/security/{securities[0]['id']}",
             params={"startDate": "2020-01-01", "endDate": "2026-01-01", "size": 9999, "page": 0},
-            timeout=10,
         ).json()
         assert page["size"] == 500 and len(page["content"]) <= 500
+        assert api.get("/api/nots/security/999999999").status_code == 404
+        small = api.get(f"/api/nots/security/{securities[0]['id']}").json()
+        assert set(small) == {"securityData", "securityMcsData"}  # a GET: no ownership
         assert (
-            httpx.get(f"{match.group(1)}/api/nots/security/999999999", timeout=10).status_code
-            == 404
+            api.post(f"/api/nots/security/{securities[0]['id']}", json={"id": -1}).status_code
+            == 401
         )
     finally:
         proc.send_signal(signal.SIGINT)

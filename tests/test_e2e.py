@@ -159,7 +159,7 @@ async def test_one_worker_waits_sleep_after_every_answer(
     result = await run_ntx_async(*args)
     assert result.returncode == 0, result.stderr
     seen = sorted(recorder.seen, key=lambda s: s.started)
-    assert len(seen) == 5  # two lists, three securities
+    assert len(seen) == 3 + 5  # the handshake (prove, module, market-open), two lists, three
     gaps = [nxt.started - prev.finished for prev, nxt in pairwise(seen)]
     assert min(gaps) >= 0.5, gaps
 
@@ -214,16 +214,17 @@ async def test_access_denied_stops_the_run_at_once(
     url, recorder = await start_demo(securities=60, seed=7)
     market = recorder.app.market
     universe = sorted(default_universe(market), key=lambda sid: market.by_id[sid].symbol)
-    recorder.fail[f"/api/nots/application/dividend/{universe[0]}"] = 401  # ntx's first job
+    # 403: refused whatever the token (a 401 means a stale token: handshake, then retry)
+    recorder.fail[f"/api/nots/application/dividend/{universe[0]}"] = 403  # ntx's first job
     args = backfill_args(url, tmp_path / "d.db", "--dividends", "--workers", "1")
     result = await run_ntx_async(*args)
     assert result.returncode == 1
     errors = result.stderr.strip().splitlines()
     assert errors == [
-        "ntx: error: the API refused access (HTTP 401 from"
+        "ntx: error: the API refused access (HTTP 403 from"
         f" /api/nots/application/dividend/{universe[0]}): check the URL and any credentials"
     ]
-    assert len(recorder.paths("/dividend/")) == 1  # nothing after the 401
+    assert len(recorder.paths("/dividend/")) == 1  # nothing after the 403
     with sqlite3.connect(tmp_path / "d.db") as conn:
         assert conn.execute("SELECT status FROM ntx_runs").fetchall() == [("failed",)]
 

@@ -1,14 +1,18 @@
-"""The demo exchange's ASGI application: NEPSE's wire format over a `Market`.
+"""The demo exchange's ASGI application: NEPSE's protocol and wire format over a `Market`.
 
 A plain ASGI 3 callable (no framework): a handful of routes, JSON answers, a fixed latency
-per request slept on trio's clock. Page size is capped at 500 like the real exchange.
+per request slept on trio's clock. Page size is capped at 500 like the real exchange. With a
+`TokenDesk` (the default) it speaks the handshake as the exchange does: `prove` and the token
+module need no token; every `/api/nots` request needs a live `Salter` token (else 401 with an
+HTML body); ownership is a POST whose payload id is checked (a GET answers the small shape).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,8 +21,10 @@ import msgspec
 import trio
 
 from ntx.demo.market import Market
+from ntx.demo.protocol import UNAUTHORIZED_HTML, Issued, TokenDesk
 from ntx.model import DateRange
 from ntx.pace.throttle import TokenBucket
+from ntx.sources.nepse.payload import PayloadKind
 
 MAX_PAGE_SIZE = 500
 
@@ -32,6 +38,27 @@ class BadRequest(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Raw:
+    """An answer body that is not JSON (the 401 page, the token module)."""
+
+    data: bytes
+    content_type: str
+
+
+UNAUTHORIZED = Raw(UNAUTHORIZED_HTML.encode(), "text/html")
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a route sees of its request."""
+
+    method: str
+    params: dict[str, str]
+    body: bytes
+    token: Issued | None
+
+
 class DemoApp:
     """Serves `market`; every answer leaves `latency` seconds after its request arrived
     (building it is part of that time, so the client sees the latency it was promised).
@@ -41,16 +68,24 @@ class DemoApp:
     """
 
     def __init__(
-        self, market: Market, latency: float = 0.04, rate_limit: float | None = None
+        self,
+        market: Market,
+        latency: float = 0.04,
+        rate_limit: float | None = None,
+        desk: TokenDesk | None = None,
+        *,
+        protocol: bool = True,
     ) -> None:
         self.market = market
         self.latency = latency
+        self.desk = desk if desk is not None else TokenDesk() if protocol else None
         self.requests = 0
         self.limited = 0
         self._bucket = (
             TokenBucket(rate_limit, burst=max(1, round(rate_limit))) if rate_limit else None
         )
         self._routes: list[tuple[re.Pattern[str], Callable[..., Any]]] = [
+            (re.compile(r"/api/nots/nepse-data/market-open"), self._market_open),
             (re.compile(r"/api/nots/company/list"), self._companies),
             (re.compile(r"/api/nots/security"), self._securities),
             (re.compile(r"/api/nots/market/history/security/(\d+)"), self._history),
@@ -78,35 +113,65 @@ class DemoApp:
                 )
                 return
             self._bucket.admit(arrived)
-        status, body = self.answer(scope["method"], scope["path"], scope.get("query_string", b""))
-        payload = encode(body)
+        body = await read_body(receive)
+        status, answer = self.answer(
+            scope["method"], scope["path"], scope.get("query_string", b""), headers_of(scope), body
+        )
         await trio.sleep_until(arrived + self.latency)  # the work so far is part of the latency
-        await send_json(send, status, payload)
+        await send_answer(send, status, answer)
 
-    def answer(self, method: str, path: str, query: bytes) -> tuple[int, Any]:
-        """(status, JSON body) for one request."""
+    def answer(
+        self,
+        method: str,
+        path: str,
+        query: bytes | str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> tuple[int, Any]:
+        """(status, body) for one request: a JSON value, or `Raw` bytes. `headers` are
+        lower-cased names."""
         if method not in ("GET", "POST"):
             return 405, {"message": "Method Not Allowed"}
+        path = path.rstrip("/")
+        if isinstance(query, str):
+            query = query.encode("latin-1")
         params = {k: v[-1] for k, v in parse_qs(query.decode("latin-1")).items()}
+        token = None
+        if self.desk is not None:
+            if path == PROVE:
+                return 200, self.desk.prove()
+            if path == MODULE:
+                return 200, Raw(self.desk.wasm, "application/wasm")
+            token = self.desk.holder((headers or {}).get("authorization"))
+            if token is None and path.startswith("/api/nots/"):
+                return 401, UNAUTHORIZED
+        call = Call(method, params, body, token)
         for pattern, handler in self._routes:
-            match = pattern.fullmatch(path.rstrip("/"))
+            match = pattern.fullmatch(path)
             if match:
                 try:
                     args = [int(group) for group in match.groups()]
                     if args and args[0] not in self.market.by_id:
                         return 404, {"message": f"Security {args[0]} not found"}
-                    return 200, handler(*args, params=params)
+                    return 200, handler(*args, call=call)
                 except BadRequest as exc:
                     return 400, {"message": str(exc)}
+                except Unauthorized:
+                    return 401, UNAUTHORIZED
         return 404, {"message": "Not Found"}
 
-    def _companies(self, params: dict[str, str]) -> Any:
+    def _market_open(self, call: Call) -> Any:
+        market_id = self.desk.market_id if self.desk else 0
+        return {"isOpen": "CLOSE", "asOf": f"{self.market.today}T15:00:00", "id": market_id}
+
+    def _companies(self, call: Call) -> Any:
         return self.market.company_list_wire()
 
-    def _securities(self, params: dict[str, str]) -> Any:
-        return self.market.security_list_wire(params.get("nonDelisted", "true") != "false")
+    def _securities(self, call: Call) -> Any:
+        return self.market.security_list_wire(call.params.get("nonDelisted", "true") != "false")
 
-    def _history(self, security_id: int, params: dict[str, str]) -> Any:
+    def _history(self, security_id: int, call: Call) -> Any:
+        params = call.params
         try:
             start = date.fromisoformat(params["startDate"])
             end = date.fromisoformat(params["endDate"])
@@ -118,32 +183,84 @@ class DemoApp:
             raise BadRequest("size must be positive, page not negative, startDate <= endDate")
         return self.market.history_page_wire(security_id, DateRange(start, end), page, size)
 
-    def _reports(self, security_id: int, params: dict[str, str]) -> Any:
+    def _reports(self, security_id: int, call: Call) -> Any:
         return self.market.reports_wire(security_id)
 
-    def _dividends(self, security_id: int, params: dict[str, str]) -> Any:
+    def _dividends(self, security_id: int, call: Call) -> Any:
         return self.market.dividends_wire(security_id)
 
-    def _ownership(self, security_id: int, params: dict[str, str]) -> Any:
-        return self.market.ownership_wire(security_id)
+    def _ownership(self, security_id: int, call: Call) -> Any:
+        """POST with the payload id: the detail with ownership; GET: the small shape."""
+        full = self.market.ownership_wire(security_id)
+        if self.desk is None:
+            return full
+        if call.method == "GET":
+            return {
+                "securityData": {"id": security_id, "symbol": full["security"]["symbol"]},
+                "securityMcsData": {"securityId": security_id},
+            }
+        assert call.token is not None
+        try:
+            sent = msgspec.json.decode(call.body).get("id")
+        except (msgspec.DecodeError, AttributeError):
+            sent = None
+        if sent != self.desk.expected_id(PayloadKind.SECURITY, call.token):
+            raise Unauthorized
+        return full
+
+
+PROVE = "/api/authenticate/prove"
+MODULE = "/assets/prod/css.wasm"
+
+
+class Unauthorized(Exception):
+    """A POST whose payload id is wrong: the exchange answers 401."""
 
 
 def encode(body: Any) -> bytes:
-    """The JSON of an answer. The market never holds NaN, which msgspec would write as null;
+    """The bytes of an answer. The market never holds NaN, which msgspec would write as null;
     tests that put NaN on the wire encode it themselves."""
-    return msgspec.json.encode(body)
+    return body.data if isinstance(body, Raw) else msgspec.json.encode(body)
+
+
+def content_type(body: Any) -> bytes:
+    return (body.content_type if isinstance(body, Raw) else "application/json").encode()
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def send_answer(send: Send, status: int, body: Any) -> None:
+    await send_json(send, status, encode(body), content=content_type(body))
 
 
 async def send_json(
-    send: Send, status: int, payload: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    payload: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    content: bytes = b"application/json",
 ) -> None:
-    """One whole JSON answer (`payload` already encoded: it may be deliberately broken)."""
+    """One whole answer (`payload` already encoded: it may be deliberately broken)."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", content),
                 (b"content-length", str(len(payload)).encode()),
                 *(headers or []),
             ],

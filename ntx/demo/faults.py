@@ -24,9 +24,10 @@ from typing import Any
 
 import trio
 
-from ntx.demo.app import DemoApp, Receive, Scope, Send, encode, send_json
+from ntx.demo.app import DemoApp, Receive, Scope, Send, encode, headers_of, read_body, send_json
 from ntx.demo.market import Market
 from ntx.demo.options import FAULTS, DemoOptions
+from ntx.demo.protocol import TokenDesk
 
 STALL_SECONDS = 2.5
 
@@ -90,7 +91,11 @@ class FaultyApp:
             await send_json(send, 200, b'{"status":"ok","data":"maintenance"}')
         else:
             status, body = self.app.answer(
-                scope["method"], scope["path"], scope.get("query_string", b"")
+                scope["method"],
+                scope["path"],
+                scope.get("query_string", b""),
+                headers_of(scope),
+                await read_body(receive),
             )
             payload = encode(body)
             if kind == "truncated":
@@ -114,7 +119,8 @@ class FaultyApp:
 def build_demo_app(options: DemoOptions, today: date | None = None) -> DemoApp | FaultyApp:
     """The demo exchange of `ntx demo serve` and `ntx backfill --demo` alike."""
     market = Market(options.seed, options.securities, today=today)
-    app = DemoApp(market, options.latency_ms / 1000, options.rate_limit)
+    desk = TokenDesk(ttl=options.token_ttl, seed=options.seed)
+    app = DemoApp(market, options.latency_ms / 1000, options.rate_limit, desk)
     if options.fail_rate <= 0:
         return app
     return FaultyApp(app, options.fail_rate, options.faults or FAULTS, seed=options.seed)

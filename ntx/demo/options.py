@@ -21,6 +21,7 @@ class DemoOptions:
     rate_limit: float | None = None  # requests per second the demo allows; more get 429
     fail_rate: float = 0.0
     faults: tuple[str, ...] = ()  # empty: every kind of fault
+    token_ttl: float = 60.0  # seconds a token lives (the real exchange's is about a minute)
 
 
 def parse_faults(text: str) -> tuple[str, ...]:
@@ -75,6 +76,16 @@ FailRate = Annotated[
         min=0, max=1, metavar="F", help="Share of requests to fail (0 to 1) [default: 0]."
     ),
 ]
+TokenTtl = Annotated[
+    float | None,
+    typer.Option(
+        min=0.1,
+        max=86400,
+        callback=_finite,
+        metavar="S",
+        help="Seconds a token lives; an older one gets 401 [default: 60].",
+    ),
+]
 Faults = Annotated[
     str | None,
     typer.Option(
@@ -92,6 +103,7 @@ def demo_options(
     rate_limit: float | None,
     fail_rate: float | None,
     faults: str | None,
+    token_ttl: float | None = None,
 ) -> DemoOptions:
     """The options as the demo takes them (each already checked by its declaration)."""
     return DemoOptions(
@@ -101,4 +113,5 @@ def demo_options(
         rate_limit=rate_limit,
         fail_rate=fail_rate or 0.0,
         faults=parse_faults(faults) if faults else (),
+        token_ttl=token_ttl or DemoOptions.token_ttl,
     )
