@@ -21,6 +21,21 @@ from ntx.errors import NtxError
 EXPORTS = ("cdx", "rdx", "bdx", "ndx", "mdx")
 FUEL = 1_000_000  # far more than five small functions need; a looping module traps instead
 Salts = tuple[int, int, int, int, int]
+# The salts each export is called with, as indexes of (s1..s5): `cdx(s1,s2,s3,s4,s5)`, ...
+ACCESS_ORDERS = (
+    (0, 1, 2, 3, 4),  # cdx(s1,s2,s3,s4,s5)
+    (0, 1, 3, 2, 4),  # rdx(s1,s2,s4,s3,s5); bdx, ndx and mdx the same
+    (0, 1, 3, 2, 4),
+    (0, 1, 3, 2, 4),
+    (0, 1, 3, 2, 4),
+)
+REFRESH_ORDERS = (
+    (1, 0, 2, 4, 3),  # cdx(s2,s1,s3,s5,s4)
+    (1, 0, 2, 3, 4),  # rdx(s2,s1,s3,s4,s5)
+    (1, 0, 3, 2, 4),  # bdx(s2,s1,s4,s3,s5); ndx and mdx the same
+    (1, 0, 3, 2, 4),
+    (1, 0, 3, 2, 4),
+)
 
 
 class TokenModuleError(NtxError):
@@ -69,24 +84,16 @@ class TokenModule:
 
     def access_positions(self, salts: Salts) -> tuple[int, ...]:
         """Where the access token's five filler characters are."""
-        s1, s2, s3, s4, s5 = salts
-        return (
-            self.call("cdx", s1, s2, s3, s4, s5),
-            self.call("rdx", s1, s2, s4, s3, s5),
-            self.call("bdx", s1, s2, s4, s3, s5),
-            self.call("ndx", s1, s2, s4, s3, s5),
-            self.call("mdx", s1, s2, s4, s3, s5),
-        )
+        return self._positions(salts, ACCESS_ORDERS)
 
     def refresh_positions(self, salts: Salts) -> tuple[int, ...]:
         """Where the refresh token's five filler characters are."""
-        s1, s2, s3, s4, s5 = salts
-        return (
-            self.call("cdx", s2, s1, s3, s5, s4),
-            self.call("rdx", s2, s1, s3, s4, s5),
-            self.call("bdx", s2, s1, s4, s3, s5),
-            self.call("ndx", s2, s1, s4, s3, s5),
-            self.call("mdx", s2, s1, s4, s3, s5),
+        return self._positions(salts, REFRESH_ORDERS)
+
+    def _positions(self, salts: Salts, orders: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+        return tuple(
+            self.call(name, *(salts[i] for i in order))
+            for name, order in zip(EXPORTS, orders, strict=True)
         )
 
 
