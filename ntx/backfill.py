@@ -184,8 +184,10 @@ async def _run(
             timeout=settings.timeout,
             verify=not settings.insecure,
         )
+        source = NepseSource(client, pace.throttle, pace.policy)
         async with client:
-            summary = await engine.run(NepseSource(client, pace.throttle, pace.policy))
+            summary = await engine.run(source)
+        summary.handshakes = source.session.handshakes
         summary.advice = pace.advice(trio.current_time())
         services.cancel_scope.cancel()
     return summary

@@ -149,6 +149,7 @@ class RunSummary:
     interrupted: bool = False
     command: str = ""
     advice: Paced | None = None  # --sleep auto: the pace to give as flags next time
+    handshakes: int = 0  # token handshakes made (their requests are among `requests`)
 
     @property
     def rows_saved(self) -> int:

@@ -265,3 +265,23 @@ async def test_hostile_api_every_fault_still_an_exact_database(
     retries = int(re.search(r"([\d,]+) of them retries", result.stdout).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert retries >= sum(faulty.injected[k] for k in FAULTS if k != "stall")
     assert "every worker waits" in result.stdout  # the 429s paused everyone
+
+
+async def test_short_lived_tokens_are_renewed_and_the_database_is_exact(
+    start_demo: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Tokens the demo forgets after 0.3 s: ntx renews them (401, one handshake for all
+    workers, the request again) and still stores every row."""
+    url, recorder = await start_demo(securities=20, seed=4, latency=0.02, token_ttl=0.3)
+    market = recorder.app.market
+    db = tmp_path / "t.db"
+    args = backfill_args(url, db, "--from", "2026-01-01", "--to", "2026-06-30", "--workers", "3")
+    result = await run_ntx_async(*args, "--sleep", "0.05")
+    assert result.returncode == 0, result.stdout[-2000:]
+    expected = expected_tables(market, DateRange(date(2026, 1, 1), TODAY), default_universe(market))
+    for name in TABLES:
+        assert table(db, name) == expected[name], name
+    proves = len(recorder.paths("/authenticate/prove"))
+    assert proves >= 3 and len(recorder.paths("css.wasm")) == 1  # the module is kept
+    assert any(s.status == 401 for s in recorder.seen)
+    assert f"{proves} token handshakes" in result.stdout

@@ -155,6 +155,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
     lines.append(
         f"Requests: {summary.requests:,} in {format_duration(summary.elapsed)} ({rate:.1f}/s),"
         f" {retries:,} of them retries"
+        + (f", {plural(summary.handshakes, 'token handshake')}" if summary.handshakes else "")
     )
     for title, jobs in (("Failed jobs", summary.failures), ("Skipped jobs", summary.skips)):
         if not jobs:
