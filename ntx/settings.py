@@ -158,8 +158,8 @@ def resolve_backfill(
             )
     if demo is None and demo_only_given:
         raise UsageError(
-            "--fail-rate, --faults and --demo-rate-limit go with --demo (or ntx demo serve);"
-            f" got {', '.join(demo_only_given)}"
+            f"{', '.join(demo_only_given)}: only with --demo (the demo exchange's options;"
+            " ntx demo serve takes them too)"
         )
     chosen = tuple(name for name in PER_SECURITY if datasets.get(name))
     if not any(datasets.values()):
