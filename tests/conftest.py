@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 
@@ -12,6 +13,12 @@ from ntx.demo.market import Market
 from ntx.demo.protocol import TOKEN_TTL, TokenDesk
 from ntx.demo.server import serve
 from tests.helpers import TODAY, RecordingApp
+
+# Under MockClock with autojump, trio polls without sleeping while a task waits for a worker
+# thread (the writer's SQLite work), so the two threads contend for the GIL; at Python's
+# default 5 ms switch interval every SQLite call in the thread waits that long for it. A
+# shorter interval only makes the hand-over sooner: it changes no timing that a test checks.
+sys.setswitchinterval(0.0002)
 
 
 @pytest.fixture
