@@ -46,10 +46,9 @@ class Session:
     def __init__(self, *, max_age: float = TOKEN_MAX_AGE) -> None:
         self.max_age = max_age
         self._lock = trio.Lock()
-        self._market_lock = trio.Lock()
         self.current: Credentials | None = None
         self.handshakes = 0
-        self.market_id: int | None = None
+        self.market_id: int | None = None  # the market-open id, fetched with the first token
         self.module: TokenModule | None = None  # the site's module, once loaded
 
     async def credentials(self, handshake: Handshake) -> Credentials:
@@ -71,13 +70,6 @@ class Session:
             self.current = await handshake(refetch_module)
             self.handshakes += 1
             return self.current
-
-    async def market(self, fetch: Callable[[], Awaitable[int]]) -> int:
-        """The market-open id, fetched once per run by the first worker that needs it."""
-        async with self._market_lock:
-            if self.market_id is None:
-                self.market_id = await fetch()
-            return self.market_id
 
 
 class ModuleCache:

@@ -141,14 +141,6 @@ class NepseSource:
         path = f"/api/nots/security/{_segment(security_id)}"
         return await self._call("POST", path, wire.security_detail, payload=PayloadKind.SECURITY)
 
-    async def market_id(self) -> int:
-        """The market-open id that seeds payload ids (fetched with the run's first token)."""
-
-        async def fetch() -> int:
-            return (await self._get(MARKET_OPEN, wire.market_open)).id
-
-        return await self.session.market(fetch)
-
     async def _get(self, path: str, decode: Decode[T], params: Params | None = None) -> T:
         return await self._call("GET", path, decode, params=params)
 
@@ -203,7 +195,8 @@ class NepseSource:
         if credentials.token is None:
             method = "GET"  # a plain mirror: no token, no payload ids, GET everywhere
         elif payload is not None:
-            market = await self.market_id()
+            market = self.session.market_id
+            assert market is not None, "the handshake that made the token fetched it"
             day = nepal_day(self._wall_clock())
             body = {"id": payload_id(payload, market, credentials.salts, day)}
         async with self._gate.request():  # the gate paces by the status: check it inside
