@@ -176,7 +176,7 @@ class NepseSource:
                         f"HTTP {response.status_code} from {path} right after a new token:"
                         " the server refuses this request"
                     )
-            _check_status(response, path)
+            # `_send` raised on any status but 200 and 401, and a 401 is refused above
             return decode(response.content, path)
 
         if self._policy is None:
