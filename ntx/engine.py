@@ -36,7 +36,7 @@ from ntx.events import (
 )
 from ntx.model import DateRange, Job, JobKey, JobResult, Security, WriteCounts
 from ntx.pace import Pace
-from ntx.pace.throttle import RequestMeter
+from ntx.pace.throttle import RequestMeter, Slot
 from ntx.sources import Source
 from ntx.writer import FLUSH_ROWS, FLUSH_SECONDS, Writer
 
@@ -256,10 +256,10 @@ class Engine:
         writer commits them in order). After a failure the later jobs are recorded as failed
         without being tried: their coverage would assume the failed one's rows."""
         try:
-            meter = RequestMeter(self._throttle)
+            rest = Slot()  # one slot's pace, across the security's jobs
             failed: Job | None = None
             for job in jobs:
-                meter = RequestMeter(self._throttle, meter.slot)
+                meter = RequestMeter(self._throttle, rest)
                 blocked = f"not tried: {failed.ranges_text} failed before it" if failed else None
                 result = await self._fetch(job, meter, blocked)
                 # A finished job reaches the writer even if fetching is being interrupted; if
@@ -267,7 +267,7 @@ class Engine:
                 with trio.CancelScope(shield=True), suppress(trio.BrokenResourceError):
                     await results.send(result)
                 failed = failed or (None if result.ok else job)
-            await meter.rested()  # the slot's rest after the last request overlaps the above
+            await rest.rested()  # the slot's rest after the last request overlaps the above
         finally:
             self._limiter.release_on_behalf_of(slot)
 
