@@ -24,9 +24,10 @@ from ntx.engine import Engine, RunPlan
 from ntx.errors import EXIT_INTERRUPTED, NtxError, UsageError
 from ntx.events import Event, Paused, RunFinished, RunStarted, RunSummary
 from ntx.model import DateRange
-from ntx.net.client import open_client
+from ntx.net.client import open_client, site_headers
 from ntx.pace import Pace
 from ntx.settings import BackfillSettings
+from ntx.sources.nepse.session import ModuleCache, Session
 from ntx.sources.nepse.source import NepseSource
 from ntx.ui.printer import Renderer, run_printer
 
@@ -183,8 +184,18 @@ async def _run(
             workers=pace.max_workers,  # a connection per slot
             timeout=settings.timeout,
             verify=not settings.insecure,
+            headers=site_headers(base_url, settings.user_agent, settings.headers),
         )
-        source = NepseSource(client, pace.throttle, pace.policy)
+        modules = ModuleCache(
+            settings.cache_dir / "modules" if settings.cache_dir else None, plan.source_name
+        )
+        source = NepseSource(
+            client,
+            pace.throttle,
+            pace.policy,
+            session=Session(max_age=settings.token_max_age),
+            modules=modules,
+        )
         async with client:
             summary = await engine.run(source)
         summary.handshakes = source.session.handshakes

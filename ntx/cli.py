@@ -30,7 +30,7 @@ from ntx.db.lock import holder
 from ntx.db.store import Store
 from ntx.demo import options as demo
 from ntx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, NtxError, UsageError, reportable
-from ntx.settings import AUTO, default_map, resolve_backfill
+from ntx.settings import AUTO, DEFAULT_API, cache_dir, default_map, resolve_backfill
 from ntx.ui.printer import choose_renderer
 from ntx.ui.tables import print_run, print_runs, print_status
 
@@ -233,7 +233,7 @@ def backfill(
         callback=_url,
         envvar="NTX_API",
         metavar="URL",
-        help="Base URL of a NEPSE-compatible API.",
+        help=f"Base URL of a NEPSE-compatible API [default: {DEFAULT_API}, the exchange].",
     ),
     use_demo: bool = typer.Option(
         False, "--demo", help="Backfill from the built-in demo exchange."
@@ -246,6 +246,26 @@ def backfill(
     ),
     progress: Progress = typer.Option(
         Progress.auto, envvar="NTX_PROGRESS", case_sensitive=False, help="Progress display."
+    ),
+    token_max_age: float = typer.Option(
+        45.0,
+        callback=_seconds(positive=True),
+        envvar="NTX_TOKEN_MAX_AGE",
+        metavar="SECONDS",
+        help="Renew the API token before the next request once it is this old.",
+    ),
+    user_agent: str | None = typer.Option(
+        None,
+        envvar="NTX_USER_AGENT",
+        metavar="TEXT",
+        help="The User-Agent header [default: a browser's, as the exchange's site expects].",
+    ),
+    header: list[str] | None = typer.Option(
+        None,
+        "--header",
+        "-H",
+        metavar="'NAME: VALUE'",
+        help="An HTTP header for every request (repeatable); replaces ntx's of that name.",
     ),
     demo_securities: demo.Securities = demo.DemoOptions.securities,
     demo_seed: demo.Seed = demo.DemoOptions.seed,
@@ -301,6 +321,10 @@ def backfill(
             insecure=insecure,
             progress=progress.value,
             retry_failed=retry_failed,
+            token_max_age=token_max_age,
+            user_agent=user_agent,
+            headers=header or (),
+            cache_dir=cache_dir(os.environ),
         )
         if settings.insecure and (settings.api or "").startswith("https://"):
             typer.echo("ntx: warning: TLS certificate verification is OFF (--insecure)", err=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,11 @@ CONFIG_KEYS = (
     "api",
     "progress",
     "insecure",
+    "token_max_age",
+    "user_agent",
+    "headers",
 )
+DEFAULT_API = "https://www.nepalstock.com.np"  # the real exchange
 AUTO = "auto"
 DEFAULT_SLEEP = 0.2
 
@@ -51,8 +55,10 @@ def config_path(env: Mapping[str, str]) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_config(path: Path | None) -> dict[str, str]:
-    """The config file's settings, as the text a flag would carry (Typer converts them)."""
+def load_config(path: Path | None) -> dict[str, str | list[str]]:
+    """The config file's settings, as the text a flag would carry (Typer converts them).
+
+    `headers` is a table of HTTP headers; it becomes the `--header NAME:VALUE` list."""
     if path is None:
         return {}
     try:
@@ -64,13 +70,43 @@ def load_config(path: Path | None) -> dict[str, str]:
         raise UsageError(
             f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(CONFIG_KEYS)})"
         )
-    return {key: _as_text(value) for key, value in data.items()}
+    config: dict[str, str | list[str]] = {
+        key: _as_text(value) for key, value in data.items() if key != "headers"
+    }
+    if "headers" in data:
+        headers = data["headers"]
+        if not isinstance(headers, dict) or not all(
+            isinstance(value, str) for value in headers.values()
+        ):
+            raise UsageError(
+                f"config file {path}: headers must be a table of names and text values,"
+                ' like headers = {"User-Agent" = "..."}'
+            )
+        config["header"] = [f"{name}: {value}" for name, value in headers.items()]
+    return config
 
 
 def _as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    """Where ntx keeps what it may fetch again (the site's token module):
+    `$XDG_CACHE_HOME/ntx`, else `~/.cache/ntx`."""
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ntx"
+
+
+def parse_headers(values: Sequence[str]) -> dict[str, str]:
+    """`NAME: VALUE` texts (from `--header` or the config's `headers`) as a header mapping."""
+    headers: dict[str, str] = {}
+    for text in values:
+        name, colon, value = text.partition(":")
+        if not colon or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise UsageError(f"--header takes NAME: VALUE, like 'Accept-Language: en', got {text!r}")
+        headers[name.strip()] = value.strip()
+    return headers
 
 
 def default_map(env: Mapping[str, str] | None = None) -> tuple[dict[str, Any], Path | None]:
@@ -102,6 +138,10 @@ class BackfillSettings:
     progress: str
     retry_failed: bool = False
     auto_pace: bool = False  # --sleep auto
+    token_max_age: float = 45.0
+    user_agent: str | None = None  # None: the browser-like default
+    headers: Mapping[str, str] = field(default_factory=dict)  # added to, or replacing, ntx's
+    cache_dir: Path | None = None  # None: keep nothing between runs
 
 
 def parse_symbols(value: str) -> tuple[str, ...]:
@@ -133,6 +173,10 @@ def resolve_backfill(
     insecure: bool,
     progress: str,
     retry_failed: bool = False,
+    token_max_age: float = 45.0,
+    user_agent: str | None = None,
+    headers: Sequence[str] = (),
+    cache_dir: Path | None = None,
     today: date | None = None,
 ) -> BackfillSettings:
     """Apply the rules that join several flags to values Typer has checked one by one.
@@ -173,10 +217,7 @@ def resolve_backfill(
     if demo is not None:
         api = None
     elif api is None:
-        raise UsageError(
-            "no API to backfill from: give --api URL (or set NTX_API),"
-            " or --demo to use the built-in demo exchange"
-        )
+        api = DEFAULT_API
     default_db = Path("ntx-demo.db" if demo is not None else "ntx.db")
     return BackfillSettings(
         datasets=chosen,
@@ -198,4 +239,8 @@ def resolve_backfill(
         insecure=insecure,
         progress=progress,
         retry_failed=retry_failed,
+        token_max_age=token_max_age,
+        user_agent=user_agent,
+        headers=parse_headers(headers),
+        cache_dir=cache_dir,
     )

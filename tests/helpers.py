@@ -3,13 +3,16 @@ tests, and the database-versus-oracle comparison."""
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -207,10 +210,15 @@ def default_universe(market: Market) -> list[int]:
     ]
 
 
+TEST_CACHE = tempfile.mkdtemp(prefix="ntx-test-cache-")
+atexit.register(shutil.rmtree, TEST_CACHE, True)
+
+
 def ntx_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NTX_")}
     env["NTX_CONFIG"] = ""
     env["XDG_CONFIG_HOME"] = "/nonexistent-ntx-test-config"
+    env["XDG_CACHE_HOME"] = TEST_CACHE  # the token module cache, never the user's
     env["PYTHONPATH"] = str(REPO)
     return env
 
@@ -230,15 +238,18 @@ def run_ntx(
     )
 
 
-async def run_ntx_async(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`ntx ARGS` as a real subprocess, awaited from a trio test (the server keeps serving)."""
+async def run_ntx_async(
+    *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`ntx ARGS` as a real subprocess, awaited from a trio test (the server keeps serving);
+    `env` adds to the test environment."""
     result = await trio.run_process(
         [sys.executable, "-m", "ntx", *args],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
         cwd=cwd,
-        env=ntx_env(),
+        env={**ntx_env(), **(env or {})},
         stdin=subprocess.DEVNULL,
     )
     return subprocess.CompletedProcess(

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ntx.settings import DEFAULT_API, resolve_backfill
 from ntx.sources.nepse.token import TokenModule, cut
 from tests.helpers import ntx_env, run_ntx, run_ntx_async
 
@@ -90,8 +91,30 @@ BAD_FLAGS = [  # each error names the flag, and says what it wants
     (["--demo", "--demo-token-ttl", "0"], "--demo-token-ttl: ", "greater than or equal to 0.1"),
     (["--rate", "0"], "--rate: ", "must be a number of requests per second > 0"),
     (["--demo-rate-limit", "-4"], "--demo-rate-limit: ", "requests per second > 0"),
+    (["--token-max-age", "0"], "--token-max-age: ", "must be a number of seconds > 0"),
+    (["-H", "no colon here"], "--header takes NAME: VALUE", "got 'no colon here'"),
     (["--wrokers", "3"], "No such option: --wrokers"),
 ]
+BACKFILL_DEFAULTS: dict[str, Any] = {  # what the CLI passes for `ntx backfill` alone
+    "datasets": {},
+    "symbols": None,
+    "all_instruments": False,
+    "start": None,
+    "end": None,
+    "workers": 5,
+    "sleep": "0.2",
+    "rate": None,
+    "timeout": 30.0,
+    "retries": 5,
+    "busy_timeout": 10.0,
+    "force": False,
+    "db": None,
+    "api": None,
+    "api_given": False,
+    "demo": None,
+    "insecure": False,
+    "progress": "auto",
+}
 
 
 @pytest.mark.parametrize(("flags", "messages"), [(flags, rest) for flags, *rest in BAD_FLAGS])
@@ -106,9 +129,14 @@ def test_bad_flags_are_usage_errors(
     assert digest(existing_db) == before
 
 
-def test_an_api_is_required_and_only_one(tmp_path: Path) -> None:
+def test_the_real_exchange_is_the_default_source_and_only_one_is_given(tmp_path: Path) -> None:
+    # without --api or --demo the run targets the exchange; asking it would leave 127.0.0.1,
+    # so the check stops at the resolved settings and at what --help promises
+    settings = resolve_backfill(**BACKFILL_DEFAULTS)
+    assert settings.api == DEFAULT_API == "https://www.nepalstock.com.np"
+    assert settings.db == Path("ntx.db")
+    assert DEFAULT_API in " ".join(run_ntx("backfill", "--help").stdout.split())
     db = tmp_path / "new.db"
-    assert_one_line_error(run_ntx("backfill", "--db", str(db)), 2, "give --api URL", "--demo")
     assert_one_line_error(
         run_ntx("backfill", "--db", str(db), "--demo", "--api", "http://127.0.0.1:1"), 2, "not both"
     )

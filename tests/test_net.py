@@ -19,7 +19,8 @@ import trustme
 from trio.testing import MockClock
 
 from ntx.errors import TransportError
-from ntx.net.client import HttpClient, open_client
+from ntx.net.client import BROWSER_USER_AGENT, HttpClient, open_client, site_headers
+from tests.helpers import run_ntx_async
 
 Answer = Callable[[int], tuple[bytes, bool]]  # request number -> (bytes to write, close after)
 
@@ -278,3 +279,37 @@ async def test_a_proxy_is_not_used_for_hosts_named_by_no_proxy(
         async with client(url) as api:
             assert (await api.get("/api/x")).content == b"[2]"
     assert (server.requests, proxied.requests) == (1, 0)
+
+
+def test_site_headers_look_like_the_sites_own_pages_and_give_way_to_the_users() -> None:
+    headers = site_headers("https://www.nepalstock.com.np/", None, {"x-extra": "1"})
+    assert headers["user-agent"] == BROWSER_USER_AGENT
+    assert headers["referer"] == "https://www.nepalstock.com.np/"
+    assert headers["origin"] == "https://www.nepalstock.com.np"
+    assert headers["x-extra"] == "1"
+    replaced = site_headers("http://127.0.0.1:8123/api", "mine/1", {"Referer": "https://a.example/"})
+    assert replaced["user-agent"] == "mine/1"
+    assert replaced["referer"] == "https://a.example/"
+    assert replaced["origin"] == "http://127.0.0.1:8123"
+
+
+async def test_backfill_sends_the_headers_of_flags_and_config(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('user_agent = "ntx-test/1"\nheaders = { "X-Team" = "config" }\n')
+    env = {"NTX_CONFIG": str(config)}
+    args = ["backfill", "--companies", "--db", str(tmp_path / "h.db")]
+    async with serving(lambda n: (answer(b"{}", status="404 Not Found"), False)) as (url, server):
+        from_config = await run_ntx_async(*args, "--api", url, env=env)
+        first = len(server.heads)
+        from_flags = await run_ntx_async(
+            *args, "--api", url, "--user-agent", "flag/2", "-H", "X-Team: flag", env=env
+        )
+    assert from_config.returncode == from_flags.returncode == 1, from_flags.stderr
+    head = server.heads[0].decode().lower()
+    assert "user-agent: ntx-test/1" in head
+    assert "x-team: config" in head
+    assert f"origin: {url}" in head
+    assert f"referer: {url}/" in head
+    head = server.heads[first].decode().lower()
+    assert "user-agent: flag/2" in head
+    assert "x-team: flag" in head  # a flag's list replaces the config's

@@ -19,10 +19,36 @@ from typing import Any
 
 import httpx
 
-from ntx import __version__
 from ntx.errors import TransportError
 
 Params = Mapping[str, str | int]
+# The real exchange's site is read by browsers; some networks answer other clients empty.
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+def site_headers(
+    base_url: str, user_agent: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The headers of every request to `base_url`: a browser's `User-Agent` (or
+    `user_agent`), `Referer: <site>/` and `Origin: <site>` as the site's own pages send them,
+    JSON and compressed bodies accepted; `extra` adds to them or replaces them by name
+    (case-insensitive)."""
+    origin = httpx.URL(base_url)
+    site = f"{origin.scheme}://{origin.netloc.decode('ascii')}"
+    headers = httpx.Headers(
+        {
+            "User-Agent": user_agent or BROWSER_USER_AGENT,
+            "Referer": f"{site}/",
+            "Origin": site,
+            "Accept": "application/json, text/plain, */*",
+            "Accept-Encoding": "gzip, deflate",
+        }
+    )
+    headers.update(extra or {})
+    return dict(headers.items())
 
 
 def open_client(
@@ -31,10 +57,12 @@ def open_client(
     workers: int,
     timeout: float,
     verify: bool = True,
+    headers: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> HttpClient:
     """A client for one run: `workers` keep-alive connections at most, `timeout` seconds per
-    request, TLS verified unless `verify` is False. `transport` replaces the network."""
+    request, TLS verified unless `verify` is False, `headers` on every request (by default
+    `site_headers(base_url)`). `transport` replaces the network."""
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     client = httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
@@ -42,11 +70,7 @@ def open_client(
         verify=verify,
         limits=limits,
         transport=transport,
-        headers={
-            "User-Agent": f"ntx/{__version__}",
-            "Accept": "application/json",
-            "Accept-Encoding": "gzip, deflate",
-        },
+        headers=headers if headers is not None else site_headers(base_url),
     )
     return HttpClient(client)
 

@@ -73,13 +73,14 @@ class Session:
 
 
 class ModuleCache:
-    """The last token module each API root served, kept by content hash under `directory`.
+    """The last token module each source served, kept by content hash under `directory`;
+    `source` names the source (its API root) stably across runs.
 
     Without a directory nothing is kept (every run fetches the module once)."""
 
-    def __init__(self, directory: Path | None, base_url: str) -> None:
+    def __init__(self, directory: Path | None, source: str) -> None:
         self._directory = directory
-        self._pointer = hashlib.sha256(base_url.encode()).hexdigest()[:16] + ".current"
+        self._pointer = hashlib.sha256(source.encode()).hexdigest()[:16] + ".current"
 
     def load(self) -> bytes | None:
         if self._directory is None:
