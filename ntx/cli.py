@@ -274,6 +274,7 @@ def backfill(
     fail_rate: demo.FailRate = None,
     faults: demo.Faults = None,
     demo_token_ttl: demo.TokenTtl = None,
+    demo_window_days: demo.WindowDays = None,
 ) -> None:
     """Fetch market data into the database. No dataset flag means all five."""
 
@@ -283,6 +284,7 @@ def backfill(
             "--fail-rate": fail_rate,
             "--faults": faults,
             "--demo-token-ttl": demo_token_ttl,
+            "--demo-window-days": demo_window_days,
         }
         settings = resolve_backfill(
             datasets={
@@ -314,6 +316,7 @@ def backfill(
                 fail_rate,
                 faults,
                 demo_token_ttl,
+                demo_window_days,
             )
             if use_demo
             else None,
@@ -369,6 +372,7 @@ def demo_serve(
     fail_rate: demo.FailRate = None,
     faults: demo.Faults = None,
     token_ttl: demo.TokenTtl = None,
+    window_days: demo.WindowDays = None,
 ) -> None:
     """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
     # imported here, as in ntx.backfill: a backfill from a real API never loads hypercorn
@@ -377,7 +381,7 @@ def demo_serve(
 
     def run() -> None:
         options = demo.demo_options(
-            securities, seed, latency_ms, rate_limit, fail_rate, faults, token_ttl
+            securities, seed, latency_ms, rate_limit, fail_rate, faults, token_ttl, window_days
         )
         app_ = build_demo_app(options)
         market = app_.market

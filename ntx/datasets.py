@@ -436,7 +436,7 @@ def plan_jobs(
             continue
         covered = coverage.get(security.id)
         jobs = tuple(
-            Job(spec.name, security, (part,), _up_to_yesterday(covers, today))
+            Job(spec.name, security, (part,), _up_to_yesterday(covers, today), covered)
             for part, covers in _outward(period, covered, force)
         )
         if jobs:

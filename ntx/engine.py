@@ -21,9 +21,9 @@ from pathlib import Path
 
 import trio
 
-from ntx.datasets import COMPANIES, DATASETS, choose_universe, plan_jobs
+from ntx.datasets import COMPANIES, DATASETS, Dataset, choose_universe, plan_jobs
 from ntx.db.store import BUSY_TIMEOUT, Store
-from ntx.errors import FetchError, Interrupted, NotFound, NtxError, StoreError
+from ntx.errors import FetchError, Interrupted, NotFound, NtxError, OutsideWindow, StoreError
 from ntx.events import (
     DatasetPlanned,
     DatasetTotals,
@@ -175,6 +175,7 @@ class Engine:
             skips=self._skips,
             interrupted=self.interrupted,
             command=self.plan.command,
+            window_starts=self._source.window_starts() if self._source else None,
         )
 
     async def _fetch_universe(self) -> tuple[list[Security], JobResult]:
@@ -285,9 +286,7 @@ class Engine:
         try:
             if blocked:
                 raise FetchError(blocked)
-            wire = await spec.fetch(self._source.bind(meter), job)
-            valid, invalid = spec.split_valid(spec.to_rows(wire, job), job)
-            result = JobResult(job, valid, invalid=invalid)
+            result = await self._fetch_within_window(spec, job, self._source.bind(meter))
         except NotFound as exc:
             result = JobResult(job, error=str(exc), skipped=True)
         except FetchError as exc:
@@ -307,13 +306,36 @@ class Engine:
                 result.retries,
                 result.skipped,
                 len(result.invalid),
+                str(result.outside) if result.outside else None,
             )
         )
         return result
 
+    async def _fetch_within_window(self, spec: Dataset, job: Job, source: Source) -> JobResult:
+        """The job's rows, asked only for the days the server's history window holds: the
+        job is cut to the window's first day once it is known (the source finds it when
+        the server first refuses a date), and the days cut off are kept in the result."""
+        assert self._source is not None, "run() sets the source"
+        first = self._source.window_starts()
+        while True:
+            cut, outside = job.within(first)
+            if cut is None:
+                return JobResult(job, outside=outside, window_starts=first)
+            try:
+                wire = await spec.fetch(source, cut)
+            except OutsideWindow as exc:
+                if exc.first == first:
+                    raise  # the cut job was refused again: not a window the source knows
+                first = exc.first
+                continue
+            valid, invalid = spec.split_valid(spec.to_rows(wire, cut), cut)
+            return JobResult(cut, valid, invalid=invalid, outside=outside, window_starts=first)
+
     def _committed(self, result: JobResult, counts: WriteCounts) -> None:
         totals = self._totals[result.job.dataset]
         totals.rows.add(counts)
+        if result.outside is not None:
+            totals.outside += 1
         if result.ok:
             totals.done += 1
             return

@@ -6,6 +6,8 @@ others stop the run at once. Retry classification (issue: retries) hangs off the
 
 from __future__ import annotations
 
+from datetime import date
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -40,6 +42,24 @@ class HttpStatusError(FetchError):
         self.status = status
         self.path = path
         self.retry_after = retry_after
+
+
+class DateNotServed(HttpStatusError):
+    """HTTP 500 with the body `Searched Date is not valid.`: the asked start is before the
+    server's history window. Permanent: asking again gives the same answer."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(500, path)
+        self.args = (f"HTTP 500 from {path}: the asked date is before the server's history window",)
+
+
+class OutsideWindow(FetchError):
+    """Asked days start before the server's history window, which starts at `first`; the
+    engine cuts the job to the window and asks again."""
+
+    def __init__(self, first: date) -> None:
+        super().__init__(f"the server's history window starts {first}")
+        self.first = first
 
 
 class TokenRefused(FetchError):

@@ -6,6 +6,7 @@ Events flow one way, from the engine and the writer to the one task that owns th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from ntx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
@@ -63,6 +64,7 @@ class JobFinished:
     retries: int = 0
     skipped: bool = False
     invalid: int = 0
+    outside: str | None = None  # the asked days before the server's history window
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class DatasetTotals:
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    outside: int = 0  # jobs that asked for days before the server's history window
     requests: int = 0
     retries: int = 0
     invalid: int = 0
@@ -150,6 +153,7 @@ class RunSummary:
     command: str = ""
     advice: Paced | None = None  # --sleep auto: the pace to give as flags next time
     handshakes: int = 0  # token handshakes made (their requests are among `requests`)
+    window_starts: date | None = None  # the first day of the server's history window, if found
 
     @property
     def rows_saved(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -101,13 +101,47 @@ class Job:
     """One unit of work: a dataset for one security (or for the whole list).
 
     `ranges` are the date ranges to fetch (ranged datasets only); `covers` is the range the
-    store records as covered once the job's rows are committed.
+    store records as covered once the job's rows are committed; `covered` is what the store
+    covered when the job was planned.
     """
 
     dataset: str
     security: Security | None = None
     ranges: tuple[DateRange, ...] = ()
     covers: DateRange | None = None
+    covered: DateRange | None = None
+
+    def within(self, first: date | None) -> tuple[Job | None, DateRange | None]:
+        """This job for a server that serves nothing before `first`, and the days it asked
+        for before `first`: (the job cut to the days from `first` on, the days cut off or
+        None), or (None, the days) when nothing is left.
+
+        The job's `covers` then claims only days stored: those from `first` on, joined to
+        what was `covered` before if the two touch (else the older part is let go). It is cut
+        even when the ranges are not: an earlier job of the same security may have been."""
+        if first is None:
+            return self, None
+        outside = None
+        kept = self.ranges
+        if any(r.start < first for r in self.ranges):
+            earliest = min(r.start for r in self.ranges)
+            latest = max(r.end for r in self.ranges)
+            outside = DateRange(earliest, min(first - timedelta(days=1), latest))
+            kept = tuple(
+                DateRange(max(r.start, first), r.end) for r in self.ranges if r.end >= first
+            )
+            if not kept:
+                return None, outside
+        covers = self.covers
+        if covers is not None and covers.start < first <= covers.end:
+            fetched = DateRange(first, covers.end)
+            known = self.covered
+            covers = known.union(fetched) if known and known.touches(fetched) else fetched
+        elif covers is not None and covers.end < first:
+            covers = None
+        if kept == self.ranges and covers == self.covers:
+            return self, outside
+        return replace(self, ranges=kept, covers=covers), outside
 
     @property
     def label(self) -> str:
@@ -134,14 +168,33 @@ class JobResult:
     retries: int = 0
     skipped: bool = False  # the API has no such resource (404): not a failure
     invalid: list[tuple[Row, str]] = field(default_factory=list)  # refused rows, and why
+    outside: DateRange | None = None  # asked days before the server's history window
+    window_starts: date | None = None  # the window's first day, when `outside` is set
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     @property
+    def wholly_outside(self) -> bool:
+        """Every asked day is before the server's window: nothing was fetched."""
+        return self.outside is not None and all(r.end <= self.outside.end for r in self.job.ranges)
+
+    @property
     def status(self) -> str:
-        return "done" if self.ok else "skipped" if self.skipped else "failed"
+        if not self.ok:
+            return "skipped" if self.skipped else "failed"
+        return "outside" if self.wholly_outside else "done"
+
+    @property
+    def outside_reason(self) -> str | None:
+        """Why the `outside` days were not fetched, as `ntx_jobs.reason` records it."""
+        if self.outside is None or self.window_starts is None:
+            return None
+        return (
+            f"{self.outside} is before {self.window_starts},"
+            " the first day the server's history window serves"
+        )
 
 
 @dataclass(slots=True)

@@ -7,9 +7,10 @@ from datetime import date, datetime, timedelta, timezone
 NEPAL_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")
 
 
-def nepal_today() -> date:
-    """Today's date in Nepal (UTC+05:45), which is what the exchange's dates mean."""
-    return datetime.now(NEPAL_TZ).date()
+def nepal_today(now: datetime | None = None) -> date:
+    """The date in Nepal (UTC+05:45), which is what the exchange's dates mean, at the
+    instant `now` (aware; default: now)."""
+    return (now or datetime.now(NEPAL_TZ)).astimezone(NEPAL_TZ).date()
 
 
 def one_year_before(day: date) -> date:

@@ -104,7 +104,9 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
     for text in values:
         name, colon, value = text.partition(":")
         if not colon or not name.strip() or any(c.isspace() for c in name.strip()):
-            raise UsageError(f"--header takes NAME: VALUE, like 'Accept-Language: en', got {text!r}")
+            raise UsageError(
+                f"--header takes NAME: VALUE, like 'Accept-Language: en', got {text!r}"
+            )
         headers[name.strip()] = value.strip()
     return headers
 

@@ -33,7 +33,8 @@ def start_demo(nursery: trio.Nursery) -> Callable[..., object]:
     """Start a real demo exchange (hypercorn on 127.0.0.1, free port) wrapped in a recorder.
 
     Returns an async function: `url, recorder = await start_demo(securities=30, latency=0.0)`.
-    It speaks NEPSE's protocol (handshake, tokens living `token_ttl` seconds, payload ids).
+    It speaks NEPSE's protocol (handshake, tokens living `token_ttl` seconds, payload ids;
+    history only `window_days` back, when given).
     """
 
     async def start(
@@ -42,10 +43,12 @@ def start_demo(nursery: trio.Nursery) -> Callable[..., object]:
         latency: float = 0.0,
         rate_limit: float | None = None,
         token_ttl: float = TOKEN_TTL,
+        window_days: int | None = None,
     ) -> tuple[str, RecordingApp]:
         market = Market(seed=seed, securities=securities, today=TODAY)
         desk = TokenDesk(ttl=token_ttl, seed=seed)
-        recorder = RecordingApp(DemoApp(market, latency=latency, rate_limit=rate_limit, desk=desk))
+        app = DemoApp(market, latency, rate_limit, desk, window_days=window_days)
+        recorder = RecordingApp(app)
         url = await nursery.start(partial(serve, recorder))  # type: ignore[arg-type]
         return url, recorder
 

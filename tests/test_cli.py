@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from ntx.nepal import nepal_today
 from ntx.settings import DEFAULT_API, resolve_backfill
 from ntx.sources.nepse.token import TokenModule, cut
 from tests.helpers import ntx_env, run_ntx, run_ntx_async
@@ -366,11 +368,14 @@ def test_demo_serve_answers_in_the_wire_format_and_stops_on_ctrl_c() -> None:
         companies = api.get("/api/nots/company/list").json()
         assert len(companies) == 25 and {"symbol", "instrumentType", "status"} <= set(companies[0])
         securities = api.get("/api/nots/security?nonDelisted=true").json()
-        page = api.get(
-            f"/api/nots/market/history/security/{securities[0]['id']}",
-            params={"startDate": "2020-01-01", "endDate": "2026-01-01", "size": 9999, "page": 0},
-        ).json()
-        assert page["size"] == 500 and len(page["content"]) <= 500
+        history = f"/api/nots/market/history/security/{securities[0]['id']}"
+        today = nepal_today()
+        old = {"startDate": "2020-01-01", "endDate": str(today), "size": 9999, "page": 0}
+        refused = api.get(history, params=old)  # before the 365-day window
+        assert (refused.status_code, refused.text) == (500, "Searched Date is not valid.")
+        recent = {**old, "startDate": str(today - timedelta(days=365))}
+        page = api.get(history, params=recent).json()
+        assert page["size"] == 500 and 0 < len(page["content"]) <= 500
         assert api.get("/api/nots/security/999999999").status_code == 404
         small = api.get(f"/api/nots/security/{securities[0]['id']}").json()
         assert set(small) == {"securityData", "securityMcsData"}  # a GET: no ownership

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from collections.abc import Callable
@@ -285,3 +286,51 @@ async def test_short_lived_tokens_are_renewed_and_the_database_is_exact(
     assert proves >= 3 and len(recorder.paths("css.wasm")) == 1  # the module is kept
     assert any(s.status == 401 for s in recorder.seen)
     assert f"{proves} token handshakes" in result.stdout
+
+
+async def test_a_from_older_than_the_window_stores_the_window_and_records_the_rest(
+    start_demo: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, recorder = await start_demo(securities=30, seed=5, window_days=200)
+    market = recorder.app.market
+    first_day = recorder.app.window_starts
+    assert first_day is not None
+    db = tmp_path / "ntx.db"
+    args = backfill_args(url, db, "--prices", "--from", "2019-01-01", "--to", "2026-06-30")
+    result = await run_ntx_async(*args)
+    assert result.returncode == 0, result.stderr
+    universe = default_universe(market)
+    expected = expected_tables(market, DateRange(first_day, TODAY), universe)
+    assert table(db, "prices") == expected["prices"]
+    assert f"the server keeps daily history from {first_day} on" in result.stdout
+
+    # no retry storm: one refusal starts the search, and the search takes about log2(days)
+    history = recorder.paths("/history/")
+    refused = [s for s in history if s.status == 500]
+    days = (TODAY - date(2019, 1, 1)).days
+    assert 1 <= len(refused) <= 1 + math.ceil(math.log2(days))
+    assert len(history) <= len(universe) * 2 + 2 * math.ceil(math.log2(days)) + 1
+    last_refused = max(i for i, s in enumerate(history) if s.status == 500)
+    after_search = history[last_refused + 1 :]
+    assert all(parse_qs(s.query)["startDate"][0] >= str(first_day) for s in after_search)
+
+    with sqlite3.connect(db) as conn:
+        outside = conn.execute(
+            "SELECT DISTINCT security_id FROM ntx_jobs WHERE status = 'outside'"
+        ).fetchall()
+        coverage = conn.execute(
+            "SELECT DISTINCT covered_from FROM ntx_coverage WHERE dataset = 'prices'"
+        ).fetchall()
+    assert {sec for (sec,) in outside} == set(universe)
+    assert coverage == [(str(first_day),)]
+    shown = await run_ntx_async("runs", "show", "1", "--db", str(db))
+    assert f"is before {first_day}, the first day the server's history window serves" in (
+        shown.stdout
+    )
+
+    recorder.seen.clear()
+    again = await run_ntx_async(*args)
+    assert again.returncode == 0, again.stderr
+    assert table(db, "prices") == expected["prices"]
+    history = recorder.paths("/history/")
+    assert len([s for s in history if s.status == 500]) <= 1 + math.ceil(math.log2(days))

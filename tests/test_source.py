@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import gzip
 import math
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import date
 
 import httpx
 import pytest
 import trio
 
-from ntx.errors import HttpStatusError, MalformedResponse, TransportError
+from ntx.errors import HttpStatusError, MalformedResponse, OutsideWindow, TransportError
+from ntx.model import DateRange
 from ntx.net.client import open_client
+from ntx.pace.retry import RetryPolicy
 from ntx.pace.throttle import Throttle
 from ntx.sources.nepse.source import NepseSource
 from tests.helpers import tokenless
@@ -167,3 +171,35 @@ async def test_an_answer_without_the_documented_fields_is_malformed() -> None:
         await call(lambda r: httpx.Response(200, json={"status": "ok"}), "ownership", 3)
     with pytest.raises(MalformedResponse, match="array of objects"):
         await call(lambda r: httpx.Response(200, json=[1, 2]), "reports", 3)
+
+
+async def test_a_date_before_the_window_is_not_retried_and_the_window_is_searched() -> None:
+    first = date(2025, 12, 12)
+    starts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        start = request.url.params["startDate"]
+        starts.append(start)
+        if date.fromisoformat(start) < first:
+            return httpx.Response(500, text="Searched Date is not valid.")
+        return httpx.Response(200, json=page([], 0, 0))
+
+    gate = Throttle(0)
+    async with open_client(
+        "http://exchange.test", workers=1, timeout=5, transport=tokenless(handler)
+    ) as client:
+        source = NepseSource(client, gate, RetryPolicy(gate, retries=5, rng=random.Random(1)))
+        period = DateRange(date(2019, 1, 1), date(2026, 6, 30))
+        with pytest.raises(OutsideWindow) as caught:
+            await source.price_history(7, period)
+        assert caught.value.first == first == source.window_starts()
+        asked = len(starts)
+        assert starts[0] == "2019-01-01" and asked <= 2 + math.ceil(math.log2(period.days))
+        with pytest.raises(OutsideWindow):  # known now: not asked again
+            await source.price_history(7, period)
+        assert len(starts) == asked
+        assert await source.price_history(7, DateRange(first, date(2026, 6, 30))) == []
+
+
+def page(content: list[object], total: int, pages: int) -> dict[str, object]:
+    return {"content": content, "totalElements": total, "totalPages": pages, "number": 0}

@@ -21,7 +21,7 @@ from typing import Any
 
 from ntx.db.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES, Table
 from ntx.errors import StoreError, UsageError
-from ntx.model import DateRange, JobKey, JobResult, Row, WriteCounts
+from ntx.model import DateRange, Job, JobKey, JobResult, Row, WriteCounts
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT = 10.0  # seconds to wait for another program's write lock
@@ -248,7 +248,7 @@ class Store:
                 SELECT ? UNION SELECT r.resumes FROM ntx_runs r JOIN chain ON r.id = chain.id
                 WHERE r.resumes IS NOT NULL)
             SELECT dataset, security_id, ranges FROM ntx_jobs
-            WHERE run_id IN (SELECT id FROM chain) AND status = 'done'
+            WHERE run_id IN (SELECT id FROM chain) AND status IN ('done', 'outside')
                 AND security_id IS NOT NULL
             """,
             (row[0],),
@@ -318,7 +318,9 @@ class Store:
 
     def apply(self, run_id: int, results: Sequence[JobResult]) -> list[WriteCounts]:
         """Commit a batch in ONE transaction: each done job's rows, coverage and job record,
-        and each failed job's record. Returns the write counts per result, in order."""
+        and each failed job's record; the days a job asked before the server's history
+        window get a record of their own (status `outside`). Returns the write counts per
+        result, in order."""
         counts: list[WriteCounts] = []
         now = _now()
         try:
@@ -327,46 +329,37 @@ class Store:
                     job = result.job
                     sec_id = job.security.id if job.security else LIST_LEVEL
                     written = WriteCounts()
-                    if result.ok:
+                    if result.ok and not result.wholly_outside:
                         written = self._upserts[job.dataset].run(conn, result.rows, sec_id)
-                        covers = job.covers
+                        self._cover(conn, job, sec_id, now)
+                    records = [(job.ranges_text, result.status, result.error, result.requests)]
+                    if result.outside is not None:
+                        reason = result.outside_reason
+                        if result.wholly_outside:
+                            records = [(job.ranges_text, "outside", reason, result.requests)]
+                        else:
+                            records.append((str(result.outside), "outside", reason, 0))
+                    for ranges, status, reason, requests in records:
+                        fetched = status == "done"
                         conn.execute(
-                            """
-                            INSERT INTO ntx_coverage
-                                (dataset, security_id, covered_from, covered_to, fetched_at)
-                            VALUES (?, ?, ?, ?, ?)
-                            ON CONFLICT (dataset, security_id) DO UPDATE SET
-                                covered_from = coalesce(excluded.covered_from, covered_from),
-                                covered_to = coalesce(excluded.covered_to, covered_to),
-                                fetched_at = excluded.fetched_at
-                            """,
+                            "INSERT INTO ntx_jobs (run_id, dataset, security_id, ranges, status,"
+                            " reason, requests, rows, rows_new, rows_updated, rows_unchanged,"
+                            " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (
+                                run_id,
                                 job.dataset,
-                                sec_id,
-                                covers.start.isoformat() if covers else None,
-                                covers.end.isoformat() if covers else None,
+                                job.security.id if job.security else None,
+                                ranges,
+                                status,
+                                reason,
+                                requests,
+                                len(result.rows) if fetched else 0,
+                                written.new if fetched else 0,
+                                written.updated if fetched else 0,
+                                written.unchanged if fetched else 0,
                                 now,
                             ),
                         )
-                    conn.execute(
-                        "INSERT INTO ntx_jobs (run_id, dataset, security_id, ranges, status,"
-                        " reason, requests, rows, rows_new, rows_updated, rows_unchanged,"
-                        " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            run_id,
-                            job.dataset,
-                            job.security.id if job.security else None,
-                            job.ranges_text,
-                            result.status,
-                            result.error,
-                            result.requests,
-                            len(result.rows),
-                            written.new,
-                            written.updated,
-                            written.unchanged,
-                            now,
-                        ),
-                    )
                     if result.invalid:
                         conn.executemany(
                             "INSERT INTO ntx_invalid_rows (run_id, dataset, security_id, row, rule)"
@@ -380,6 +373,28 @@ class Store:
         except StoreError as exc:
             raise StoreError(f"{exc} (while saving; every earlier commit is intact)") from exc
         return counts
+
+    @staticmethod
+    def _cover(conn: sqlite3.Connection, job: Job, sec_id: int, now: str) -> None:
+        covers = job.covers
+        conn.execute(
+            """
+            INSERT INTO ntx_coverage
+                (dataset, security_id, covered_from, covered_to, fetched_at)
+            VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (dataset, security_id) DO UPDATE SET
+                covered_from = coalesce(excluded.covered_from, covered_from),
+                covered_to = coalesce(excluded.covered_to, covered_to),
+                fetched_at = excluded.fetched_at
+            """,
+            (
+                job.dataset,
+                sec_id,
+                covers.start.isoformat() if covers else None,
+                covers.end.isoformat() if covers else None,
+                now,
+            ),
+        )
 
     # ------------------------------------------------------------ reads
 

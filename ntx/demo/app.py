@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -64,7 +64,9 @@ class DemoApp:
     (building it is part of that time, so the client sees the latency it was promised).
 
     With a `rate_limit`, requests above that many per second (bursts of about one second's
-    worth) are answered 429 with a `Retry-After`, like a real rate-limited API.
+    worth) are answered 429 with a `Retry-After`, like a real rate-limited API. With a
+    `window_days`, history serves only the last that many days before the market's today: a
+    `startDate` before them answers 500 `Searched Date is not valid.`, as the exchange does.
     """
 
     def __init__(
@@ -75,9 +77,11 @@ class DemoApp:
         desk: TokenDesk | None = None,
         *,
         protocol: bool = True,
+        window_days: int | None = None,
     ) -> None:
         self.market = market
         self.latency = latency
+        self.window_starts = market.today - timedelta(days=window_days) if window_days else None
         self.desk = desk if desk is not None else TokenDesk() if protocol else None
         self.requests = 0
         self.limited = 0
@@ -156,6 +160,8 @@ class DemoApp:
                     return 200, handler(*args, call=call)
                 except BadRequest as exc:
                     return 400, {"message": str(exc)}
+                except DateNotValid:
+                    return 500, DATE_NOT_VALID
                 except Unauthorized:
                     return 401, UNAUTHORIZED
         return 404, {"message": "Not Found"}
@@ -181,6 +187,8 @@ class DemoApp:
             raise BadRequest(f"bad history parameters: {exc}") from exc
         if size < 1 or page < 0 or start > end:
             raise BadRequest("size must be positive, page not negative, startDate <= endDate")
+        if self.window_starts is not None and start < self.window_starts:
+            raise DateNotValid
         return self.market.history_page_wire(security_id, DateRange(start, end), page, size)
 
     def _reports(self, security_id: int, call: Call) -> Any:
@@ -215,6 +223,13 @@ MODULE = "/assets/prod/css.wasm"
 
 class Unauthorized(Exception):
     """A POST whose payload id is wrong: the exchange answers 401."""
+
+
+class DateNotValid(Exception):
+    """A history start before the window: the exchange answers 500 with a plain text."""
+
+
+DATE_NOT_VALID = Raw(b"Searched Date is not valid.", "text/plain")
 
 
 def encode(body: Any) -> bytes:

@@ -120,7 +120,13 @@ def build_demo_app(options: DemoOptions, today: date | None = None) -> DemoApp |
     """The demo exchange of `ntx demo serve` and `ntx backfill --demo` alike."""
     market = Market(options.seed, options.securities, today=today)
     desk = TokenDesk(ttl=options.token_ttl, seed=options.seed)
-    app = DemoApp(market, options.latency_ms / 1000, options.rate_limit, desk)
+    app = DemoApp(
+        market,
+        options.latency_ms / 1000,
+        options.rate_limit,
+        desk,
+        window_days=options.window_days or None,
+    )
     if options.fail_rate <= 0:
         return app
     return FaultyApp(app, options.fail_rate, options.faults or FAULTS, seed=options.seed)

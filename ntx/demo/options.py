@@ -22,6 +22,7 @@ class DemoOptions:
     fail_rate: float = 0.0
     faults: tuple[str, ...] = ()  # empty: every kind of fault
     token_ttl: float = 60.0  # seconds a token lives (the real exchange's is about a minute)
+    window_days: int = 365  # days of history served before today, as the exchange; 0: all
 
 
 def parse_faults(text: str) -> tuple[str, ...]:
@@ -86,6 +87,16 @@ TokenTtl = Annotated[
         help="Seconds a token lives; an older one gets 401 [default: 60].",
     ),
 ]
+WindowDays = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=100_000,
+        metavar="DAYS",
+        help="Serve history only this many days back, like the exchange; 0 serves it all"
+        " [default: 365].",
+    ),
+]
 Faults = Annotated[
     str | None,
     typer.Option(
@@ -104,6 +115,7 @@ def demo_options(
     fail_rate: float | None,
     faults: str | None,
     token_ttl: float | None = None,
+    window_days: int | None = None,
 ) -> DemoOptions:
     """The options as the demo takes them (each already checked by its declaration)."""
     return DemoOptions(
@@ -114,4 +126,5 @@ def demo_options(
         fail_rate=fail_rate or 0.0,
         faults=parse_faults(faults) if faults else (),
         token_ttl=token_ttl or DemoOptions.token_ttl,
+        window_days=DemoOptions.window_days if window_days is None else window_days,
     )

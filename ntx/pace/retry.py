@@ -11,6 +11,8 @@
 | other 4xx (and other statuses)                 | fail the job, no retry                |
 | 401, 403                                       | stop the whole run (`AccessDenied`)   |
 | 401 right after a new token (`TokenRefused`)   | fail the job, no retry                |
+| 500 `Searched Date is not valid.`              | no retry: the date is before the      |
+| (`DateNotServed`)                              | server's history window               |
 
 A `CircuitBreaker` watches every attempt of every worker: when `threshold` transient failures
 come in a row, all workers pause for a cool-down that doubles while the storm lasts (30 s,
@@ -29,7 +31,15 @@ from typing import TypeVar
 
 import trio
 
-from ntx.errors import AccessDenied, FetchError, HttpStatusError, NotFound, TokenRefused
+from ntx.errors import (
+    AccessDenied,
+    DateNotServed,
+    FetchError,
+    HttpStatusError,
+    NotFound,
+    OutsideWindow,
+    TokenRefused,
+)
 from ntx.pace.throttle import RequestGate, Throttle
 
 T = TypeVar("T")
@@ -46,8 +56,8 @@ class Verdict(Enum):
 
 def classify(error: FetchError) -> Verdict:
     """What a failed request means for its job (see the module's table)."""
-    if isinstance(error, TokenRefused):
-        return Verdict.FAIL
+    if isinstance(error, TokenRefused | DateNotServed | OutsideWindow):
+        return Verdict.FAIL  # asking again would get the same answer
     if not isinstance(error, HttpStatusError):
         return Verdict.RETRY  # transport trouble, truncated or malformed answers
     if error.status in RETRY_STATUSES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Protocol, TypeVar
 
 from ntx.model import DateRange
@@ -25,7 +26,12 @@ class Source(Protocol):
         self, security_id: int, period: DateRange, keep: Callable[[list[Wire]], list[T]]
     ) -> list[T]:
         """Every history row of `period`, all pages; `keep` turns each page into what is
-        kept of it, as the page arrives."""
+        kept of it, as the page arrives. `OutsideWindow` when `period` starts before the
+        server's history window (found, then, if it was not known)."""
+        ...
+
+    def window_starts(self) -> date | None:
+        """The first day of the server's history window, once known (None before)."""
         ...
 
     async def reports(self, security_id: int) -> list[Wire]: ...

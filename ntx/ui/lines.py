@@ -61,6 +61,10 @@ class PlainRenderer:
                 else:
                     refused = f", {event.invalid:,} invalid" if event.invalid else ""
                     outcome = f"done ({plural(event.rows, 'record')}{refused})"
+                if event.outside and event.requests == 0:
+                    outcome = f"not asked: {event.outside} is before the server's window"
+                elif event.outside:
+                    outcome += f"; {event.outside} is before the server's window"
                 if event.retries:
                     outcome += f" after {plural(event.retries, 'retry', 'retries')}"
                 self._print(f"{tag} {event.label} {outcome}")

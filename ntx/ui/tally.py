@@ -157,6 +157,13 @@ def summary_lines(summary: RunSummary) -> list[str]:
         f" {retries:,} of them retries"
         + (f", {plural(summary.handshakes, 'token handshake')}" if summary.handshakes else "")
     )
+    outside = sum(t.outside for t in summary.datasets.values())
+    if summary.window_starts is not None and outside:
+        lines.append(
+            f"History: the server keeps daily history from {summary.window_starts} on;"
+            f" {plural(outside, 'job')} asked for older days, recorded as outside its window"
+            f" (ntx runs show {summary.run_id})"
+        )
     for title, jobs in (("Failed jobs", summary.failures), ("Skipped jobs", summary.skips)):
         if not jobs:
             continue

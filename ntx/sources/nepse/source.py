@@ -13,15 +13,23 @@ checked: a page sequence that loses or repeats rows raises `MalformedResponse`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 import trio
 
-from ntx.errors import HttpStatusError, MalformedResponse, TokenRefused
+from ntx.errors import (
+    DateNotServed,
+    HttpStatusError,
+    MalformedResponse,
+    OutsideWindow,
+    TokenRefused,
+)
 from ntx.model import DateRange
+from ntx.nepal import nepal_today
 from ntx.net.client import HttpClient, Params
 from ntx.pace.retry import RetryPolicy
 from ntx.pace.throttle import RequestGate
@@ -29,6 +37,7 @@ from ntx.sources.nepse import wire
 from ntx.sources.nepse.payload import PayloadKind, nepal_day, payload_id
 from ntx.sources.nepse.session import NO_TOKEN, Credentials, ModuleCache, Session
 from ntx.sources.nepse.token import TokenModule, TokenModuleError, cut
+from ntx.sources.nepse.window import HistoryWindow
 from ntx.sources.nepse.wire import CompanyRecord, SecurityRecord, Wire
 
 T = TypeVar("T")
@@ -41,6 +50,10 @@ Decode = Callable[[bytes, str], T]
 
 def _segment(identifier: object) -> str:
     return quote(str(identifier), safe="")
+
+
+def _history_path(security_id: int) -> str:
+    return f"/api/nots/market/history/security/{_segment(security_id)}"
 
 
 class NepseSource:
@@ -61,11 +74,13 @@ class NepseSource:
         session: Session | None = None,
         modules: ModuleCache | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        window: HistoryWindow | None = None,
     ) -> None:
         self._client = client
         self._gate = gate
         self._policy = policy
         self.session = session if session is not None else Session()
+        self.window = window if window is not None else HistoryWindow()
         self._modules = modules if modules is not None else ModuleCache(None, client.url("/"))
         self._wall_clock = wall_clock
 
@@ -77,7 +92,11 @@ class NepseSource:
             session=self.session,
             modules=self._modules,
             wall_clock=self._wall_clock,
+            window=self.window,
         )
+
+    def window_starts(self) -> date | None:
+        return self.window.first
 
     async def companies(self) -> list[CompanyRecord]:
         return await self._get("/api/nots/company/list", wire.company_list)
@@ -94,8 +113,38 @@ class NepseSource:
         keep: Callable[[list[Wire]], list[T]] = list,
     ) -> list[T]:
         """Every history row of `period`, all pages, checked against the server's own count
-        (and for days repeated); `keep` turns each page into what is kept of it, one per row."""
-        path = f"/api/nots/market/history/security/{_segment(security_id)}"
+        (and for days repeated); `keep` turns each page into what is kept of it, one per row.
+
+        `OutsideWindow` when `period` starts before the server's history window: known, or
+        found now (a few requests) when the server refuses the start."""
+        first = self.window.first
+        if first is not None and period.start < first:
+            raise OutsideWindow(first)
+        try:
+            return await self._history(security_id, period, keep)
+        except DateNotServed:
+            newest = max(period.end, nepal_today(self._wall_clock()))
+            accepts = partial(self._accepts_start, security_id, newest)
+            raise OutsideWindow(await self.window.find(accepts, period.start, newest)) from None
+
+    async def _accepts_start(self, security_id: int, newest: date, start: date) -> bool:
+        """Whether the server serves history from `start` (one request of one row)."""
+        params: Params = {
+            "startDate": start.isoformat(),
+            "endDate": newest.isoformat(),
+            "size": 1,
+            "page": 0,
+        }
+        try:
+            await self._get(_history_path(security_id), wire.page, params=params)
+        except DateNotServed:
+            return False
+        return True
+
+    async def _history(
+        self, security_id: int, period: DateRange, keep: Callable[[list[Wire]], list[T]]
+    ) -> list[T]:
+        path = _history_path(security_id)
         rows: list[T] = []
         dates: set[object] = set()
         total: int | None = None
@@ -259,6 +308,11 @@ def _refused(response: httpx.Response, credentials: Credentials) -> bool:
     return response.status_code == 200 and not wire.looks_like_json(response.content)
 
 
+DATE_NOT_VALID = b"Searched Date is not valid"  # the body of the history window's 500
+
+
 def _check_status(response: httpx.Response, path: str, allow: tuple[int, ...] = ()) -> None:
+    if response.status_code == 500 and DATE_NOT_VALID in response.content:
+        raise DateNotServed(path)
     if response.status_code != 200 and response.status_code not in allow:
         raise HttpStatusError(response.status_code, path, response.headers.get("Retry-After"))
