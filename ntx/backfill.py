@@ -184,6 +184,7 @@ async def _run(
             workers=pace.max_workers,  # a connection per slot
             timeout=settings.timeout,
             verify=not settings.insecure,
+            ca_bundle=settings.ca_bundle,
             headers=site_headers(base_url, settings.user_agent, settings.headers),
         )
         modules = ModuleCache(

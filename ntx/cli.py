@@ -247,6 +247,13 @@ def backfill(
     progress: Progress = typer.Option(
         Progress.auto, envvar="NTX_PROGRESS", case_sensitive=False, help="Progress display."
     ),
+    ca_bundle: Path | None = typer.Option(
+        None,
+        "--ca-bundle",
+        envvar="NTX_CA_BUNDLE",
+        metavar="PATH",
+        help="Also trust the certificate authorities in this PEM file.",
+    ),
     token_max_age: float = typer.Option(
         45.0,
         callback=_seconds(positive=True),
@@ -328,6 +335,7 @@ def backfill(
             user_agent=user_agent,
             headers=header or (),
             cache_dir=cache_dir(os.environ),
+            ca_bundle=ca_bundle,
         )
         if settings.insecure and (settings.api or "").startswith("https://"):
             typer.echo("ntx: warning: TLS certificate verification is OFF (--insecure)", err=True)

@@ -70,12 +70,22 @@ class TransportError(FetchError):
     """No usable answer: connection refused or reset, timeout, broken stream."""
 
 
+class ConnectionDropped(TransportError):
+    """The server closed, reset or refused the connection instead of answering: what a busy
+    server does to a client that bursts. A congestion signal, like a 503."""
+
+
 class MalformedResponse(FetchError):
     """The answer was not JSON, or not JSON of the documented shape."""
 
 
 class NotFound(FetchError):
     """The API has no such resource (HTTP 404): the job is skipped, not failed."""
+
+
+class CertificateError(NtxError):
+    """The server's TLS certificate cannot be verified: every request would fail the same
+    way, so the run stops at once (it is never retried as a transient fault)."""
 
 
 class AccessDenied(NtxError):

@@ -37,6 +37,7 @@ CONFIG_KEYS = (
     "token_max_age",
     "user_agent",
     "headers",
+    "ca_bundle",
 )
 DEFAULT_API = "https://www.nepalstock.com.np"  # the real exchange
 AUTO = "auto"
@@ -144,6 +145,7 @@ class BackfillSettings:
     user_agent: str | None = None  # None: the browser-like default
     headers: Mapping[str, str] = field(default_factory=dict)  # added to, or replacing, ntx's
     cache_dir: Path | None = None  # None: keep nothing between runs
+    ca_bundle: Path | None = None  # more trust anchors (PEM)
 
 
 def parse_symbols(value: str) -> tuple[str, ...]:
@@ -179,6 +181,7 @@ def resolve_backfill(
     user_agent: str | None = None,
     headers: Sequence[str] = (),
     cache_dir: Path | None = None,
+    ca_bundle: Path | None = None,
     today: date | None = None,
 ) -> BackfillSettings:
     """Apply the rules that join several flags to values Typer has checked one by one.
@@ -245,4 +248,5 @@ def resolve_backfill(
         user_agent=user_agent,
         headers=parse_headers(headers),
         cache_dir=cache_dir,
+        ca_bundle=ca_bundle.expanduser() if ca_bundle else None,
     )

@@ -18,7 +18,7 @@ import trio
 import trustme
 from trio.testing import MockClock
 
-from ntx.errors import TransportError
+from ntx.errors import CertificateError, TransportError, UsageError
 from ntx.net.client import BROWSER_USER_AGENT, HttpClient, open_client, site_headers
 from tests.helpers import run_ntx_async
 
@@ -229,8 +229,36 @@ async def test_tls_certificates_are_verified_by_default(authority: trustme.CA) -
         serving(lambda n: (answer(b"[1]"), False), server_context(authority)) as (url, _),
         client(url) as api,
     ):
-        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(CertificateError) as caught:
             await api.get("/api/x")
+    message = str(caught.value)
+    assert "TLS certificate of 127.0.0.1 cannot be verified (" in message
+    assert "CERTIFICATE_VERIFY_FAILED" in message and "--ca-bundle PATH" in message
+
+
+async def test_ca_bundle_adds_trust_anchors(authority: trustme.CA, tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    async with (
+        serving(lambda n: (answer(b"[1]"), False), server_context(authority)) as (url, _),
+        open_client(url, workers=1, timeout=5, ca_bundle=bundle) as api,
+    ):
+        assert (await api.get("/api/x")).content == b"[1]"
+    with pytest.raises(UsageError, match=r"--ca-bundle .*: not a readable PEM file"):
+        open_client(url, workers=1, timeout=5, ca_bundle=tmp_path / "missing.pem")
+
+
+async def test_a_certificate_error_stops_a_backfill_with_one_line(
+    authority: trustme.CA, tmp_path: Path
+) -> None:
+    async with serving(lambda n: (answer(b"[1]"), False), server_context(authority)) as (url, s):
+        db = tmp_path / "tls.db"
+        result = await run_ntx_async("backfill", "--api", url, "--db", str(db), "--companies")
+        requests = s.connections
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the TLS certificate of 127.0.0.1 cannot be verified" in lines[0]
+    assert requests == 1  # not retried as a transient fault
 
 
 async def test_tls_trusts_the_authorities_named_by_ssl_cert_file(

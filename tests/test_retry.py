@@ -11,7 +11,15 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from ntx.errors import AccessDenied, FetchError, HttpStatusError, NotFound, TransportError
+from ntx.errors import (
+    AccessDenied,
+    ConnectionDropped,
+    DateNotServed,
+    FetchError,
+    HttpStatusError,
+    NotFound,
+    TransportError,
+)
 from ntx.net.client import open_client
 from ntx.pace.retry import (
     CircuitBreaker,
@@ -21,7 +29,7 @@ from ntx.pace.retry import (
     full_jitter,
     parse_retry_after,
 )
-from ntx.pace.throttle import RequestMeter, Throttle
+from ntx.pace.throttle import Outcome, RequestMeter, Throttle
 from ntx.sources.nepse.source import NepseSource
 from tests.helpers import tokenless
 
@@ -67,6 +75,8 @@ def test_retry_after_in_both_forms() -> None:
         (HttpStatusError(502, "/x"), Verdict.RETRY),
         (HttpStatusError(504, "/x"), Verdict.RETRY),
         (TransportError("reset"), Verdict.RETRY),
+        (ConnectionDropped("closed without an answer"), Verdict.RETRY),
+        (DateNotServed("/x"), Verdict.FAIL),
         (HttpStatusError(404, "/x"), Verdict.SKIP),
         (HttpStatusError(400, "/x"), Verdict.FAIL),
         (HttpStatusError(501, "/x"), Verdict.FAIL),
@@ -185,6 +195,61 @@ async def test_a_429_holds_back_every_worker(mock_clock: MockClock) -> None:
     # ready to at t=1.5
     assert starts["a"] == [0.0, 6.0, 7.0, 8.0]
     assert starts["b"] == [0.0, 6.0, 7.5] and starts["c"] == [0.0, 6.0, 7.5]
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.ReadError("[Errno 104] Connection reset by peer"),
+        httpx.ConnectError("[Errno 111] Connection refused"),
+    ],
+)
+async def test_a_dropped_connection_pauses_every_worker(
+    mock_clock: MockClock, drop: httpx.HTTPError
+) -> None:
+    """A server that drops a connection is overloaded: every worker backs off with the one
+    that saw it (here 1 s, the first backoff), as after a 503; and `--sleep auto` hears it."""
+    gate = Throttle(0.0)
+    outcomes: list[Outcome] = []
+    gate.observer = Recorder(outcomes)
+    policy = RetryPolicy(gate, rng=Highest())
+    starts: dict[str, list[float]] = {"a": [], "b": []}
+    dropped = trio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        who = request.url.path.rsplit("/", 1)[-1]
+        starts[who].append(trio.current_time())
+        await trio.sleep(1.0 if who == "a" else 1.5)
+        if who == "a" and not dropped.is_set():
+            dropped.set()
+            raise drop
+        return httpx.Response(200, json=[])
+
+    async with open_client(
+        "http://x", workers=2, timeout=30, transport=tokenless(handler)
+    ) as client:
+        source = NepseSource(client, gate, policy)
+
+        async def worker(who: str) -> None:
+            for _ in range(2):
+                await source.bind(RequestMeter(gate)).reports(who)  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as nursery:
+            for who in starts:
+                nursery.start_soon(worker, who)
+    # a's drop comes at t=1: nobody starts a request in (1, 2), though b was ready at 1.5
+    assert starts["a"] == [0.0, 2.0, 3.0]
+    assert starts["b"] == [0.0, 2.0]
+    assert Outcome.CONGESTED in outcomes
+
+
+class Recorder:
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        self.outcomes = outcomes
+
+    def answered(self, started: float, finished: float, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
 
 
 async def test_circuit_breaker_pauses_doubles_and_recovers(mock_clock: MockClock) -> None:

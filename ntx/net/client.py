@@ -7,19 +7,22 @@ per worker, a time limit per request, TLS verified unless told otherwise (certif
 the server closed while it sat idle is replaced by httpx's pool.
 
 httpx's exceptions are mapped to ntx's `TransportError` here, once: nothing above this module
-sees an httpx error. Tests put an `httpx.MockTransport` where the network would be.
+sees an httpx error. A connection closed, reset or refused without an answer is a
+`ConnectionDropped`: the pace takes it as congestion. Tests put an `httpx.MockTransport`
+where the network would be.
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from ntx.errors import TransportError
+from ntx.errors import CertificateError, ConnectionDropped, TransportError, UsageError
 
 Params = Mapping[str, str | int]
 # The real exchange's site is read by browsers; some networks answer other clients empty.
@@ -57,22 +60,40 @@ def open_client(
     workers: int,
     timeout: float,
     verify: bool = True,
+    ca_bundle: Path | None = None,
     headers: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> HttpClient:
     """A client for one run: `workers` keep-alive connections at most, `timeout` seconds per
-    request, TLS verified unless `verify` is False, `headers` on every request (by default
-    `site_headers(base_url)`). `transport` replaces the network."""
+    request, TLS verified unless `verify` is False (against the usual roots and those of
+    `ca_bundle`, a PEM file), `headers` on every request (by default
+    `site_headers(base_url)`). `transport` replaces the network. `UsageError` for a
+    `ca_bundle` that cannot be read."""
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
     client = httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
         timeout=timeout,
-        verify=verify,
+        verify=trust(ca_bundle) if verify else False,
         limits=limits,
         transport=transport,
         headers=headers if headers is not None else site_headers(base_url),
     )
     return HttpClient(client)
+
+
+def trust(ca_bundle: Path | None = None) -> ssl.SSLContext:
+    """The TLS context of verified requests: certifi's roots (or `SSL_CERT_FILE` /
+    `SSL_CERT_DIR`), plus the authorities in `ca_bundle`."""
+    context = httpx.create_ssl_context(verify=True, trust_env=True)
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise UsageError(
+                f"--ca-bundle {ca_bundle}: not a readable PEM file ({reason})"
+            ) from exc
+    return context
 
 
 class HttpClient:
@@ -102,6 +123,18 @@ class HttpClient:
             )
         except httpx.TimeoutException as exc:
             raise TransportError(f"timed out: {self.url(path)} ({type(exc).__name__})") from exc
+        except DROPS as exc:
+            tls = _tls_error(exc)
+            if isinstance(tls, ssl.SSLCertVerificationError):
+                host = self._client.base_url.host
+                raise CertificateError(
+                    f"the TLS certificate of {host} cannot be verified ({_reason(exc)}):"
+                    " give --ca-bundle PATH with the authority that issued it,"
+                    " or --insecure to skip verification (warned; avoid)"
+                ) from exc
+            if tls is not None:
+                raise TransportError(f"{_describe(exc)} {self.url(path)} ({_reason(exc)})") from exc
+            raise ConnectionDropped(f"{_describe(exc)} {self.url(path)} ({_reason(exc)})") from exc
         except httpx.HTTPError as exc:
             raise TransportError(f"{_describe(exc)} {self.url(path)} ({_reason(exc)})") from exc
 
@@ -121,6 +154,21 @@ class HttpClient:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+# The server closed, reset or refused the connection without an answer.
+DROPS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+def _tls_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS failure behind `exc`, if it was one (a certificate, a protocol mismatch):
+    the server's TLS, not its load."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,11 +2,11 @@
 
 | answer                                         | verdict                               |
 |------------------------------------------------|---------------------------------------|
-| 429                                            | retry after `Retry-After` (seconds or |
-|                                                | HTTP date) or a backoff; the wait     |
+| 429, 503, a dropped connection (closed,        | retry after `Retry-After` (seconds or |
+| reset or refused without an answer)            | HTTP date) or a backoff; the wait     |
 |                                                | holds back every worker (shared gate) |
-| 500 502 503 504, timeout, connection error,    | retry after exponential backoff with  |
-| truncated, malformed or wrongly shaped JSON    | full jitter (base 1 s, cap 60 s)      |
+| 500 502 504, timeout, truncated, malformed or  | retry after exponential backoff with  |
+| wrongly shaped JSON                            | full jitter (base 1 s, cap 60 s)      |
 | 404                                            | skip the job: not found               |
 | other 4xx (and other statuses)                 | fail the job, no retry                |
 | 401, 403                                       | stop the whole run (`AccessDenied`)   |
@@ -33,6 +33,7 @@ import trio
 
 from ntx.errors import (
     AccessDenied,
+    ConnectionDropped,
     DateNotServed,
     FetchError,
     HttpStatusError,
@@ -67,6 +68,17 @@ def classify(error: FetchError) -> Verdict:
     if error.status in (401, 403):
         return Verdict.STOP
     return Verdict.FAIL
+
+
+def _congestion(error: FetchError) -> str | None:
+    """Why `error` asks every worker to slow down, or None when it says nothing of the pace."""
+    if isinstance(error, HttpStatusError) and error.status == 429:
+        return "the server asked to slow down (HTTP 429)"
+    if isinstance(error, HttpStatusError) and error.status == 503:
+        return "the server is overloaded (HTTP 503)"
+    if isinstance(error, ConnectionDropped):
+        return "the server dropped a connection"
+    return None
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -196,11 +208,14 @@ class RetryPolicy:
                 )
         if retry >= self.retries:
             return
-        if isinstance(error, HttpStatusError) and error.status == 429:
-            wait = parse_retry_after(error.retry_after, self._wall_clock())
-            if wait is None:
-                wait = full_jitter(retry, self._rng, self._base, self._cap)
-            self._gate.pause_for(wait)  # every worker waits, not only the one that was told
-            await self._notify(wait, "the server asked to slow down (HTTP 429)")
-        else:
+        reason = _congestion(error)
+        if reason is None:
             await trio.sleep(full_jitter(retry, self._rng, self._base, self._cap))
+            return
+        wait = None
+        if isinstance(error, HttpStatusError):
+            wait = parse_retry_after(error.retry_after, self._wall_clock())
+        if wait is None:
+            wait = full_jitter(retry, self._rng, self._base, self._cap)
+        self._gate.pause_for(wait)  # every worker waits, not only the one that was told
+        await self._notify(wait, reason)

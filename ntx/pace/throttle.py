@@ -20,7 +20,7 @@ from typing import Protocol
 
 import trio
 
-from ntx.errors import HttpStatusError
+from ntx.errors import ConnectionDropped, HttpStatusError
 
 CONGESTION_STATUSES = frozenset({429, 503})
 
@@ -37,7 +37,7 @@ class Outcome(Enum):
     """How one request went, as far as pacing is concerned."""
 
     OK = "ok"  # answered 200 and read whole
-    CONGESTED = "congested"  # 429 or 503: the server asks for less
+    CONGESTED = "congested"  # 429, 503 or a dropped connection: the server asks for less
     OTHER = "other"  # any other failure: says nothing about the pace
 
     @classmethod
@@ -45,6 +45,8 @@ class Outcome(Enum):
         if error is None:
             return cls.OK
         if isinstance(error, HttpStatusError) and error.status in CONGESTION_STATUSES:
+            return cls.CONGESTED
+        if isinstance(error, ConnectionDropped):
             return cls.CONGESTED
         return cls.OTHER
 
