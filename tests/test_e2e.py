@@ -266,6 +266,7 @@ async def test_hostile_api_every_fault_still_an_exact_database(
     retries = int(re.search(r"([\d,]+) of them retries", result.stdout).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert retries >= sum(faulty.injected[k] for k in FAULTS if k != "stall")
     assert "every worker waits" in result.stdout  # the 429s paused everyone
+    assert "the server dropped a connection" in result.stdout  # and so did the drops
 
 
 async def test_short_lived_tokens_are_renewed_and_the_database_is_exact(

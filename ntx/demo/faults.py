@@ -8,6 +8,8 @@ faults (each kind in turn) instead of, or before, its answer:
 | `429`       | 429 Too Many Requests with Retry-After, in seconds or as an HTTP date  |
 | `5xx`       | 500, 502 or 503                                                        |
 | `reset`     | the connection dies in the middle of the answer                        |
+| `drop`      | the connection is closed before any of the body, as the exchange does  |
+|             | to a client that bursts (hypercorn always sends a status line first)   |
 | `truncated` | status 200 and half of the JSON                                        |
 | `malformed` | status 200 and JSON of the wrong shape                                 |
 | `stall`     | the right answer, 2.5 s late                                           |
@@ -30,6 +32,7 @@ from ntx.demo.options import FAULTS, DemoOptions
 from ntx.demo.protocol import TokenDesk
 
 STALL_SECONDS = 2.5
+_PROMISED = [(b"content-type", b"application/json"), (b"content-length", b"64")]
 
 
 class InjectedReset(Exception):
@@ -87,6 +90,10 @@ class FaultyApp:
             )
         elif kind == "5xx":
             await send_json(send, self._rng.choice((500, 502, 503)), b'{"message":"Server Error"}')
+        elif kind == "drop":
+            await send({"type": "http.response.start", "status": 200, "headers": _PROMISED})
+            await send({"type": "http.response.body", "body": b"", "more_body": True})
+            raise InjectedReset("connection dropped (injected)")
         elif kind == "malformed":
             await send_json(send, 200, b'{"status":"ok","data":"maintenance"}')
         else:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-FAULTS = ("429", "5xx", "reset", "truncated", "malformed", "stall")
+FAULTS = ("429", "5xx", "reset", "drop", "truncated", "malformed", "stall")
 
 
 @dataclass(frozen=True)
