@@ -14,8 +14,10 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -30,7 +32,14 @@ from ntx.db.lock import holder
 from ntx.db.store import Store
 from ntx.demo import options as demo
 from ntx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, NtxError, UsageError, reportable
-from ntx.settings import AUTO, DEFAULT_API, cache_dir, default_map, resolve_backfill
+from ntx.settings import (
+    AUTO,
+    DEFAULT_API,
+    cache_dir,
+    default_map,
+    parse_headers,
+    resolve_backfill,
+)
 from ntx.ui.printer import choose_renderer
 from ntx.ui.tables import print_run, print_runs, print_status
 
@@ -343,6 +352,74 @@ def backfill(
         command = shlex.join(["ntx", *sys.argv[1:]])
         summary = trio.run(run_backfill, settings, renderer, command)
         return summary.exit_code
+
+    raise typer.Exit(_guarded(run))
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    api: str | None = typer.Option(
+        None,
+        callback=_url,
+        envvar="NTX_API",
+        metavar="URL",
+        help=f"Base URL of the API to check [default: {DEFAULT_API}, the exchange].",
+    ),
+    use_demo: bool = typer.Option(False, "--demo", help="Check the built-in demo exchange."),
+    timeout: float = typer.Option(
+        10.0,
+        callback=_seconds(positive=True),
+        envvar="NTX_TIMEOUT",
+        metavar="SECONDS",
+        help="Limit per check's request.",
+    ),
+    ca_bundle: Path | None = typer.Option(
+        None,
+        "--ca-bundle",
+        envvar="NTX_CA_BUNDLE",
+        metavar="PATH",
+        help="Also trust the certificate authorities in this PEM file.",
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure", envvar="NTX_INSECURE", help="Do not verify TLS certificates."
+    ),
+    user_agent: str | None = typer.Option(
+        None, envvar="NTX_USER_AGENT", metavar="TEXT", help="The User-Agent header."
+    ),
+    header: list[str] | None = typer.Option(
+        None, "--header", "-H", metavar="'NAME: VALUE'", help="An HTTP header (repeatable)."
+    ),
+) -> None:
+    """Check, step by step, that this machine can backfill from the API. Writes nothing."""
+    from ntx.doctor import DoctorSettings, run_doctor
+
+    def run() -> int:
+        if use_demo and _source(ctx, "api") == "COMMANDLINE":
+            raise UsageError("give --api URL or --demo, not both")
+        settings = DoctorSettings(
+            api=api or DEFAULT_API,
+            timeout=timeout,
+            insecure=insecure,
+            ca_bundle=ca_bundle.expanduser() if ca_bundle else None,
+            user_agent=user_agent,
+            headers=parse_headers(header or ()),
+        )
+
+        async def main() -> bool:
+            if not use_demo:
+                return await run_doctor(settings, typer.echo)
+            from ntx.demo.faults import build_demo_app
+            from ntx.demo.server import serve
+
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(partial(serve, build_demo_app(demo.DemoOptions())))
+                typer.echo(f"ntx doctor: checking the demo exchange at {url}")
+                passed = await run_doctor(replace(settings, api=url), typer.echo)
+                nursery.cancel_scope.cancel()
+            return passed
+
+        return 0 if trio.run(main) else EXIT_FAILED
 
     raise typer.Exit(_guarded(run))
 

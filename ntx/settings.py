@@ -40,6 +40,7 @@ CONFIG_KEYS = (
     "ca_bundle",
 )
 DEFAULT_API = "https://www.nepalstock.com.np"  # the real exchange
+DOCTOR_KEYS = ("api", "timeout", "insecure", "ca_bundle", "user_agent", "header")
 AUTO = "auto"
 DEFAULT_SLEEP = 0.2
 
@@ -117,7 +118,8 @@ def default_map(env: Mapping[str, str] | None = None) -> tuple[dict[str, Any], P
     path = config_path(os.environ if env is None else env)
     config = load_config(path)
     db = {"db": config["db"]} if "db" in config else {}
-    return {"backfill": config, "status": db, "runs": {**db, "show": db}}, path
+    doctor = {key: config[key] for key in DOCTOR_KEYS if key in config}
+    return {"backfill": config, "doctor": doctor, "status": db, "runs": {**db, "show": db}}, path
 
 
 @dataclass(frozen=True)

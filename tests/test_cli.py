@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ntx.doctor import CHECKS as DOCTOR_CHECKS
 from ntx.nepal import nepal_today
 from ntx.settings import DEFAULT_API, resolve_backfill
 from ntx.sources.nepse.token import TokenModule, cut
@@ -456,3 +457,38 @@ def test_a_reader_that_goes_away_stops_output_quietly(existing_db: Path) -> None
     )
     assert result.stderr == ""  # no "internal error", no traceback
     assert result.stdout.strip() == "141"  # 128 + SIGPIPE, as a shell reports a pipe's writer
+
+
+def test_doctor_passes_every_check_on_the_demo_and_writes_nothing(tmp_path: Path) -> None:
+    result = run_ntx("doctor", "--demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("ntx doctor: checking the demo exchange at http://127.0.0.1:")
+    checks = [line.split(":")[0].split(None, 1) for line in lines[1:]]
+    assert checks == [["ok", name] for name in DOCTOR_CHECKS]
+    assert "market-open id 80" in result.stdout and "payload id was accepted" in result.stdout
+    assert "serves daily history from" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # no database, nothing else
+
+
+async def test_doctor_names_the_first_failing_check_and_exits_1(
+    start_demo: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, recorder = await start_demo(securities=10)
+    recorder.fail["/api/authenticate/prove"] = 500
+    result = await run_ntx_async("doctor", "--api", url, cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["ok", "ok", "ok", "FAIL", "-", "-", "-", "-"]
+    assert "handshake:" in lines[3] and "HTTP 500 from /api/authenticate/prove" in lines[3]
+    assert "What to do: the site may have changed its API" in lines[3]
+    assert all("not run (needs the check above)" in line for line in lines[4:])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_says_what_to_do_when_the_host_cannot_be_reached() -> None:
+    result = run_ntx("doctor", "--api", "http://127.0.0.1:1")
+    assert result.returncode == 1
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("FAIL  name resolution and TCP:")
+    assert "cannot connect to 127.0.0.1 port 1" in first and "check the URL (--api)" in first

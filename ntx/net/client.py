@@ -128,15 +128,21 @@ class HttpClient:
             if isinstance(tls, ssl.SSLCertVerificationError):
                 host = self._client.base_url.host
                 raise CertificateError(
-                    f"the TLS certificate of {host} cannot be verified ({_reason(exc)}):"
+                    f"the TLS certificate of {host} cannot be verified ({innermost_reason(exc)}):"
                     " give --ca-bundle PATH with the authority that issued it,"
                     " or --insecure to skip verification (warned; avoid)"
                 ) from exc
             if tls is not None:
-                raise TransportError(f"{_describe(exc)} {self.url(path)} ({_reason(exc)})") from exc
-            raise ConnectionDropped(f"{_describe(exc)} {self.url(path)} ({_reason(exc)})") from exc
+                raise TransportError(
+                    f"{_describe(exc)} {self.url(path)} ({innermost_reason(exc)})"
+                ) from exc
+            raise ConnectionDropped(
+                f"{_describe(exc)} {self.url(path)} ({innermost_reason(exc)})"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise TransportError(f"{_describe(exc)} {self.url(path)} ({_reason(exc)})") from exc
+            raise TransportError(
+                f"{_describe(exc)} {self.url(path)} ({innermost_reason(exc)})"
+            ) from exc
 
     async def get(self, path: str, params: Params | None = None) -> httpx.Response:
         return await self.request("GET", path, params=params)
@@ -171,7 +177,7 @@ def _tls_error(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def _reason(exc: BaseException) -> str:
+def innermost_reason(exc: BaseException) -> str:
     """The innermost cause's words ("Connection refused", "CERTIFICATE_VERIFY_FAILED ..."):
     httpx's own message is often only "all attempts to connect ... failed", or empty."""
     reason = type(exc).__name__

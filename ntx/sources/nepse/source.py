@@ -291,12 +291,30 @@ class NepseSource:
                     return self.session.module, False
                 except TokenModuleError:
                     pass  # a damaged cache: fetch it again
+        module, _ = await self.fetch_module()
+        return module, True
+
+    async def fetch_module(self) -> tuple[TokenModule, bytes]:
+        """The token module the server serves now, checked, kept for the run and cached."""
         async with self._gate.request():
             response = await self._client.get(MODULE)
             _check_status(response, MODULE)
         self.session.module = TokenModule(response.content)
         self._modules.save(response.content)
-        return self.session.module, True
+        return self.session.module, response.content
+
+    async def handshake(self) -> Credentials:
+        """Credentials for the next request: the session's own, or a new handshake's."""
+        return await self.session.credentials(self._handshake)
+
+    async def history_starts(self, security_id: int, since: date) -> date | None:
+        """The first day the server serves history from, searched for from `since` on (a
+        few requests); None when it serves `since` already."""
+        newest = nepal_today(self._wall_clock())
+        accepts = partial(self._accepts_start, security_id, newest)
+        if await accepts(since):
+            return None
+        return await self.window.find(accepts, since, newest)
 
 
 def _refused(response: httpx.Response, credentials: Credentials) -> bool:
