@@ -160,7 +160,9 @@ async def test_one_worker_waits_sleep_after_every_answer(
     result = await run_ntx_async(*args)
     assert result.returncode == 0, result.stderr
     seen = sorted(recorder.seen, key=lambda s: s.started)
-    assert len(seen) == 3 + 5  # the handshake (prove, module, market-open), two lists, three
+    # the handshake (prove, market-open, and the module unless an earlier test's run cached
+    # it), two lists, three ownership details
+    assert len([s for s in seen if not s.path.endswith("css.wasm")]) == 2 + 5
     gaps = [nxt.started - prev.finished for prev, nxt in pairwise(seen)]
     assert min(gaps) >= 0.5, gaps
 
