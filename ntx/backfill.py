@@ -185,11 +185,12 @@ async def _run(
             timeout=settings.timeout,
             verify=not settings.insecure,
             ca_bundle=settings.ca_bundle,
+            chain_cache=settings.cache_dir / "chains" if settings.cache_dir else None,
             headers=site_headers(base_url, settings.user_agent, settings.headers),
         )
         modules = ModuleCache(
             settings.cache_dir / "modules" if settings.cache_dir else None, plan.source_name
-        )
+        )  # the cache folder holds nothing secret: modules and public certificates
         source = NepseSource(
             client,
             pace.throttle,

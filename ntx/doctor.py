@@ -23,6 +23,7 @@ import trio
 
 from ntx.errors import HttpStatusError, NtxError
 from ntx.nepal import nepal_today
+from ntx.net.chain import ISSUER_UNKNOWN, ChainCompleter
 from ntx.net.client import innermost_reason, open_client, site_headers, trust
 from ntx.pace.throttle import Throttle
 from ntx.sources.nepse.payload import nepal_day
@@ -30,6 +31,7 @@ from ntx.sources.nepse.session import ModuleCache
 from ntx.sources.nepse.source import NepseSource
 from ntx.sources.nepse.token import EXPORTS
 from ntx.sources.nepse.wire import SecurityRecord
+from ntx.ui.tally import plural
 
 HISTORY_PROBE_YEARS = 10  # how far back the window check starts
 CHECKS = (
@@ -141,21 +143,38 @@ class Doctor:
         if self._settings.insecure:
             return "NOT verified: --insecure is on"
         context = trust(self._settings.ca_bundle)
-        try:
-            with trio.fail_after(self._settings.timeout):
-                stream = await trio.open_ssl_over_tcp_stream(
-                    self._host, self._port, ssl_context=context
-                )
-                await stream.do_handshake()
-                await stream.aclose()
-        except ssl.SSLCertVerificationError as exc:
-            raise CheckFailed(
-                f"the certificate of {self._host} cannot be verified ({exc.verify_message})",
-                "give --ca-bundle PATH with the authority (or the missing intermediate)"
-                " that issued it; see docs/troubleshooting.md",
-            ) from exc
         bundle = f" and {self._settings.ca_bundle}" if self._settings.ca_bundle else ""
-        return f"the certificate of {self._host} is verified against the usual roots{bundle}"
+        try:
+            await self._tls_handshake(context)
+            return f"the certificate of {self._host} is verified against the usual roots{bundle}"
+        except ssl.SSLCertVerificationError as exc:
+            failure = exc
+        if ISSUER_UNKNOWN in str(failure):
+            chains = ChainCompleter(context, trust(self._settings.ca_bundle, verify=False), None)
+            if await chains.complete(self._host, self._port):
+                try:
+                    await self._tls_handshake(context)
+                    return (
+                        f"the certificate of {self._host} is verified against the usual"
+                        f" roots{bundle}, after completing its chain: the server omits"
+                        f" {plural(chains.completed[self._host], 'intermediate')}, which ntx"
+                        " fetched from the certificate's AIA address (it does so by itself)"
+                    )
+                except ssl.SSLCertVerificationError as exc:
+                    failure = exc
+        raise CheckFailed(
+            f"the certificate of {self._host} cannot be verified ({failure.verify_message})",
+            "give --ca-bundle PATH with the authority (or the missing intermediate)"
+            " that issued it; see docs/troubleshooting.md",
+        ) from failure
+
+    async def _tls_handshake(self, context: ssl.SSLContext) -> None:
+        with trio.fail_after(self._settings.timeout):
+            stream = await trio.open_ssl_over_tcp_stream(
+                self._host, self._port, ssl_context=context
+            )
+            await stream.do_handshake()
+            await stream.aclose()
 
     async def module(self) -> str:
         try:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from ntx.errors import CertificateError, ConnectionDropped, TransportError, UsageError
+from ntx.net.chain import ISSUER_UNKNOWN, ChainCompleter, links_only
 
 Params = Mapping[str, str | int]
 # The real exchange's site is read by browsers; some networks answer other clients empty.
@@ -61,30 +62,43 @@ def open_client(
     timeout: float,
     verify: bool = True,
     ca_bundle: Path | None = None,
+    chain_cache: Path | None = None,
     headers: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> HttpClient:
     """A client for one run: `workers` keep-alive connections at most, `timeout` seconds per
     request, TLS verified unless `verify` is False (against the usual roots and those of
-    `ca_bundle`, a PEM file), `headers` on every request (by default
+    `ca_bundle`, a PEM file; an incomplete chain is completed by AIA chasing, with the
+    intermediates kept in `chain_cache`), `headers` on every request (by default
     `site_headers(base_url)`). `transport` replaces the network. `UsageError` for a
     `ca_bundle` that cannot be read."""
     limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    completer = None
+    if verify:
+        context = trust(ca_bundle)
+        completer = ChainCompleter(context, trust(ca_bundle, verify=False), chain_cache)
+        completer.load_cached(httpx.URL(base_url).host)
     client = httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
         timeout=timeout,
-        verify=trust(ca_bundle) if verify else False,
+        verify=context if verify else False,
         limits=limits,
         transport=transport,
         headers=headers if headers is not None else site_headers(base_url),
     )
-    return HttpClient(client)
+    return HttpClient(client, completer)
 
 
-def trust(ca_bundle: Path | None = None) -> ssl.SSLContext:
+def trust(ca_bundle: Path | None = None, *, verify: bool = True) -> ssl.SSLContext:
     """The TLS context of verified requests: certifi's roots (or `SSL_CERT_FILE` /
-    `SSL_CERT_DIR`), plus the authorities in `ca_bundle`."""
+    `SSL_CERT_DIR`), plus the authorities in `ca_bundle`; every chain must end at one of
+    them. With `verify` False, a context that holds the same roots but checks nothing (to
+    fetch a certificate whose chain is incomplete, and check it separately)."""
     context = httpx.create_ssl_context(verify=True, trust_env=True)
+    links_only(context)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     if ca_bundle is not None:
         try:
             context.load_verify_locations(cafile=str(ca_bundle))
@@ -99,8 +113,9 @@ def trust(ca_bundle: Path | None = None) -> ssl.SSLContext:
 class HttpClient:
     """Requests to paths under one API root; each answer is read whole before it returns."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, completer: ChainCompleter | None = None) -> None:
         self._client = client
+        self.chains = completer
 
     def url(self, path: str) -> str:
         """The absolute URL of `path` (already URL-encoded)."""
@@ -116,7 +131,26 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """The response to one request, of any status; `TransportError` when there is none
-        (refused, reset, timed out, a body cut short or not decodable)."""
+        (refused, reset, timed out, a body cut short or not decodable); `CertificateError`
+        when the server's certificate cannot be verified, even with its chain completed."""
+        try:
+            return await self._request(method, path, params, json, headers)
+        except CertificateError as exc:
+            url = self._client.base_url
+            if self.chains is None or ISSUER_UNKNOWN not in str(exc):
+                raise
+            if not await self.chains.complete(url.host, url.port or 443):
+                raise
+        return await self._request(method, path, params, json, headers)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Response:
         try:
             return await self._client.request(
                 method, path, params=params, json=json, headers=headers
