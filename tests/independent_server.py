@@ -3,9 +3,18 @@
 not fitted to the demo's quirks. Used by tests/test_independent_server.py and by the
 benchmark (bench/run.py) to try ntx as a new user would.
 
-Modes: hostile (`fault_rate`: a share of answers goes wrong in one of six ways) and
-rate-limited (`limit`: a token bucket of that many requests per second, bursts of as many;
-above it, 429 with Retry-After in whole seconds).
+It speaks the exchange's protocol as docs/nepse-api.md states it: `prove` hands out tokens
+scrambled with its own WebAssembly module (its own functions, compiled from WAT with
+wasmtime and run in the documented argument orders), every `/api/nots` request needs a live
+`Salter` token (else 401 with an HTML body), `market-open` gives the payload ids' market id,
+ownership is a POST whose payload id (DUMMY read from the doc itself) is checked, and a GET
+of it answers the small shape. `protocol=False` makes it a plain mirror (prove answers 404).
+
+Modes: hostile (`fault_rate`: a share of answers goes wrong in one of seven ways, `drop`
+closing the connection without any answer), rate-limited (`limit`: a token bucket of that
+many requests per second, bursts of as many; above it, 429 with Retry-After in whole
+seconds), a history window (`window_days` before the data's last day: an older startDate
+answers 500 `Searched Date is not valid.`), and a token lifetime (`token_ttl` seconds).
 """
 
 from __future__ import annotations
@@ -13,19 +22,89 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import wasmtime
+
 PAGE_CAP = 100
-FAULTS = ("429", "5xx", "reset", "truncated", "malformed", "stall")
+FAULTS = ("429", "5xx", "reset", "drop", "truncated", "malformed", "stall")
+LAST_DAY = date(2025, 6, 30)  # the data's last session
+MARKET_ID = 37
+NEPAL = timezone(timedelta(hours=5, minutes=45))
+UNAUTHORIZED = b"<html><body><h1>401 Unauthorized</h1></body></html>"
+# The five functions of this server's token module: disjoint ranges, so the positions of
+# either token ascend; each depends on arguments that the documented orders move around.
+MODULE_WAT = """
+(module
+  (func (export "cdx") (param i32 i32 i32 i32 i32) (result i32)
+    (i32.add (i32.const 4) (i32.add (i32.rem_u (local.get 0) (i32.const 3))
+                                     (i32.rem_u (local.get 1) (i32.const 2)))))
+  (func (export "rdx") (param i32 i32 i32 i32 i32) (result i32)
+    (i32.add (i32.const 10) (i32.add (i32.rem_u (local.get 2) (i32.const 3))
+                                      (i32.rem_u (local.get 0) (i32.const 2)))))
+  (func (export "bdx") (param i32 i32 i32 i32 i32) (result i32)
+    (i32.add (i32.const 18) (i32.add (i32.rem_u (local.get 3) (i32.const 3))
+                                      (i32.rem_u (local.get 4) (i32.const 2)))))
+  (func (export "ndx") (param i32 i32 i32 i32 i32) (result i32)
+    (i32.add (i32.const 26) (i32.rem_u (local.get 1) (i32.const 4))))
+  (func (export "mdx") (param i32 i32 i32 i32 i32) (result i32)
+    (i32.add (i32.const 34) (i32.add (i32.rem_u (local.get 2) (i32.const 2))
+                                      (i32.rem_u (local.get 3) (i32.const 3)))))
+)
+"""
+# argument orders of cdx, rdx, bdx, ndx, mdx (0-based salts), as the doc lists them
+ACCESS = ((0, 1, 2, 3, 4), (0, 1, 3, 2, 4), (0, 1, 3, 2, 4), (0, 1, 3, 2, 4), (0, 1, 3, 2, 4))
+REFRESH = ((1, 0, 2, 4, 3), (1, 0, 2, 3, 4), (1, 0, 3, 2, 4), (1, 0, 3, 2, 4), (1, 0, 3, 2, 4))
+
+
+def documented_dummy() -> tuple[int, ...]:
+    """The DUMMY array as docs/nepse-api.md gives it."""
+    doc = (Path(__file__).parent.parent / "docs" / "nepse-api.md").read_text()
+    found = re.search(r"`DUMMY`.*?\n\s*`([\d,]+)`", doc, re.DOTALL)
+    assert found, "docs/nepse-api.md lists DUMMY"
+    return tuple(int(n) for n in found.group(1).split(","))
+
+
+class TokenModule:
+    """This server's module, run with wasmtime."""
+
+    def __init__(self) -> None:
+        self.wasm = wasmtime.wat2wasm(MODULE_WAT)
+        self._store = wasmtime.Store()
+        instance = wasmtime.Instance(
+            self._store, wasmtime.Module(self._store.engine, self.wasm), []
+        )
+        self._functions = [
+            instance.exports(self._store)[n] for n in ("cdx", "rdx", "bdx", "ndx", "mdx")
+        ]
+        self._lock = threading.Lock()
+
+    def positions(self, salts: tuple[int, ...], orders: tuple[tuple[int, ...], ...]) -> list[int]:
+        with self._lock:
+            return [
+                function(self._store, *(salts[i] for i in order))  # type: ignore[operator]
+                for function, order in zip(self._functions, orders, strict=True)
+            ]
+
+
+def scramble(clean: str, positions: list[int], rng: random.Random) -> str:
+    """`clean` with a filler character at each of the (ascending) positions."""
+    out, rest = [], iter(clean)
+    for index in range(len(clean) + len(positions)):
+        out.append(rng.choice("abcdef0123456789") if index in positions else next(rest))
+    return "".join(out)
 
 
 class Exchange:
@@ -60,7 +139,7 @@ class Exchange:
                 {"activeStatus": "A", "id": sid, "symbol": symbol, "securityName": f"Ind {n}"}
             )
             day, rows = date(2020, 6, 1), []
-            while history and day <= date(2025, 6, 30):
+            while history and day <= LAST_DAY:
                 if day.weekday() in (6, 0, 1, 2, 3) and rng.random() > 0.05:
                     low = round(rng.uniform(100, 900), 2)
                     rows.append(
@@ -115,6 +194,14 @@ class Exchange:
             }
 
 
+class Raw:
+    """An answer body that is not JSON."""
+
+    def __init__(self, data: bytes, content_type: str) -> None:
+        self.data = data
+        self.content_type = content_type
+
+
 class Handler(BaseHTTPRequestHandler):
     exchange: Exchange
     log: list[tuple[float, float, str]]
@@ -130,8 +217,22 @@ class Handler(BaseHTTPRequestHandler):
     stamp = 0.0
     latency = 0.005
     counted = False  # this request is in `in_flight`
+    protocol = True  # the handshake, tokens and payload ids; False: a plain mirror
+    token_ttl = 60.0
+    window_days: int | None = None
+    module: TokenModule
+    dummy: tuple[int, ...]
+    issued: dict[str, float]  # clean token -> when it was issued
+    handshakes = 0
 
     def do_GET(self) -> None:
+        self.serve("GET", b"")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.serve("POST", self.rfile.read(length) if length else b"")
+
+    def serve(self, method: str, body: bytes) -> None:
         cls = type(self)
         started = time.monotonic()
         with cls.lock:
@@ -143,8 +244,10 @@ class Handler(BaseHTTPRequestHandler):
         status = 0  # 0: no answer (the connection was reset)
         try:
             time.sleep(cls.latency)
-            status, body = self.route()
-            payload = json.dumps(body).encode()
+            status, answer = self.route(method, body)
+            raw = isinstance(answer, Raw)
+            payload = answer.data if isinstance(answer, Raw) else json.dumps(answer).encode()
+            content_type = answer.content_type if isinstance(answer, Raw) else "application/json"
             if retry_after is not None:
                 fault = None
                 status, payload = 429, b'{"error": "rate limit exceeded"}'
@@ -154,7 +257,7 @@ class Handler(BaseHTTPRequestHandler):
                 if status == 0:
                     return
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type if raw else "application/json")
             self.send_header("Content-Length", str(len(payload)))
             if status == 429:
                 self.send_header("Retry-After", str(retry_after or 1))
@@ -201,6 +304,11 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "stall":
             time.sleep(2.5)
             return status, payload
+        if fault == "drop":  # closed without a byte of answer, as a busy server does
+            self.answered()
+            self.connection.close()
+            self.close_connection = True
+            return 0, b""
         # reset: a TCP RST halfway through the body
         self.send_response(status)
         self.send_header("Content-Length", str(len(payload)))
@@ -213,11 +321,24 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         return 0, b""
 
-    def route(self) -> tuple[int, Any]:
+    def route(self, method: str, body: bytes) -> tuple[int, Any]:
+        cls = type(self)
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         parts = url.path.strip("/").split("/")
         ex = self.exchange
+        if url.path == "/api/authenticate/prove":
+            return (200, self.prove()) if cls.protocol else (404, {"error": "no such page"})
+        if url.path == "/assets/prod/css.wasm":
+            if not cls.protocol:
+                return 404, {"error": "no such page"}
+            return 200, Raw(cls.module.wasm, "application/wasm")
+        if cls.protocol and not self.authorized():
+            return 401, Raw(UNAUTHORIZED, "text/html")
+        if method == "POST" and not url.path.startswith("/api/nots/security/"):
+            return 405, {"error": "method not allowed"}
+        if url.path == "/api/nots/nepse-data/market-open":
+            return 200, {"isOpen": "CLOSE", "asOf": f"{LAST_DAY}T15:00:00", "id": MARKET_ID}
         if url.path == "/api/nots/company/list":
             return 200, ex.companies
         if url.path == "/api/nots/security":
@@ -227,6 +348,8 @@ class Handler(BaseHTTPRequestHandler):
             return 404, {"error": "no such security"}
         if "/market/history/" in url.path:
             lo, hi = date.fromisoformat(q["startDate"]), date.fromisoformat(q["endDate"])
+            if cls.window_days is not None and lo < LAST_DAY - timedelta(days=cls.window_days):
+                return 500, Raw(b"Searched Date is not valid.", "text/plain")
             rows = [r for r in ex.history[sid] if lo <= date.fromisoformat(r["businessDate"]) <= hi]
             size, page = min(int(q.get("size", 20)), PAGE_CAP), int(q.get("page", 0))
             return 200, {
@@ -238,7 +361,56 @@ class Handler(BaseHTTPRequestHandler):
             return 200, ex.reports[sid]
         if "/dividend/" in url.path:
             return 200, ex.dividends[sid]
+        if cls.protocol and method == "GET":  # the detail without ownership
+            return 200, {"securityData": {"id": sid}, "securityMcsData": {"securityId": sid}}
+        if cls.protocol and self.payload_id(body) != self.expected_id():
+            return 401, Raw(UNAUTHORIZED, "text/html")
         return 200, ex.detail[sid]
+
+    def prove(self) -> dict[str, Any]:
+        """A new token, scrambled with the module at the documented positions."""
+        cls = type(self)
+        rng = random.Random()
+        salts = tuple(rng.randrange(10000, 99999) for _ in range(5))
+        clean = "".join(rng.choice("0123456789abcdef") for _ in range(40))
+        with cls.lock:
+            cls.issued[clean] = time.monotonic()
+            cls.handshakes += 1
+        refresh = "".join(rng.choice("0123456789abcdef") for _ in range(40))
+        return {
+            "serverTime": int(time.time() * 1000),
+            "salt": "",
+            "accessToken": scramble(clean, cls.module.positions(salts, ACCESS), rng),
+            "refreshToken": scramble(refresh, cls.module.positions(salts, REFRESH), rng),
+            "tokenType": "Salter",
+            "isDisplayActive": False,
+            "popupDocFor": None,
+            **{f"salt{i}": salt for i, salt in enumerate(salts, 1)},
+        }
+
+    def authorized(self) -> bool:
+        cls = type(self)
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        with cls.lock:
+            issued = cls.issued.get(token)
+        return (
+            scheme == "Salter"
+            and issued is not None
+            and (time.monotonic() - issued < cls.token_ttl)
+        )
+
+    def expected_id(self) -> int:
+        """The ownership POST's body id: DUMMY[m] + m + 2 * the day of month in Nepal."""
+        day = datetime.now(NEPAL).day
+        return type(self).dummy[MARKET_ID] + MARKET_ID + 2 * day
+
+    @staticmethod
+    def payload_id(body: bytes) -> object:
+        try:
+            sent = json.loads(body or b"null")
+        except ValueError:
+            return None
+        return sent.get("id") if isinstance(sent, dict) else None
 
     def log_message(self, *args: object) -> None:
         pass
@@ -253,10 +425,18 @@ class Server(ThreadingHTTPServer):
 
 @contextmanager
 def running(
-    exchange: Exchange, *, limit: float | None = None, latency: float = 0.005
+    exchange: Exchange,
+    *,
+    limit: float | None = None,
+    latency: float = 0.005,
+    protocol: bool = True,
+    token_ttl: float = 60.0,
+    window_days: int | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[tuple[str, type[Handler]]]:
-    """Serve `exchange` on 127.0.0.1 (a free port) in a thread: yields (URL, handler class,
-    whose class attributes record what the server saw)."""
+    """Serve `exchange` on 127.0.0.1 (a free port) in a thread, over TLS with `tls` (a
+    server context): yields (URL, handler class, whose class attributes record what the
+    server saw)."""
     handler = type(
         "H",
         (Handler,),
@@ -273,13 +453,22 @@ def running(
             "tokens": float(limit or 0),
             "stamp": time.monotonic(),
             "latency": latency,
+            "protocol": protocol,
+            "token_ttl": token_ttl,
+            "window_days": window_days,
+            "module": TokenModule(),
+            "dummy": documented_dummy(),
+            "issued": {},
+            "handshakes": 0,
         },
     )
     server = Server(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}", handler
     finally:
         server.shutdown()
         server.server_close()

@@ -68,7 +68,8 @@ class Session:
             if self.current is not None and self.current is not stale:
                 return self.current
             self.current = await handshake(refetch_module)
-            self.handshakes += 1
+            if self.current.token is not None:  # a server without the handshake makes none
+                self.handshakes += 1
             return self.current
 
 
