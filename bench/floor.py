@@ -3,30 +3,61 @@ client with no ntx code at all.
 
     .venv/bin/python bench/floor.py http://127.0.0.1:PORT --workers 16 --sleep 0
 
-It sends the same GETs as `ntx backfill --reports --dividends --ownership --all-instruments`
-(the two lists, then each dataset's path for every security), over the same stack ntx sends
-them with (trio sockets, h11, msgspec to decode every answer), from `--workers` tasks that
-each sleep `--sleep` after every answer. No retries, no validation, no database, no progress:
-what is left is what any trio client pays on this machine. It prints one JSON line,
-{"requests": ..., "elapsed": ...}, timed as ntx's summary is (after start-up).
+It sends the same requests as `ntx backfill --reports --dividends --ownership
+--all-instruments` (the handshake, the two lists, then each dataset's path for every
+security, ownership as a POST with its payload id), over the same stack ntx sends them with
+(trio sockets, h11, msgspec to decode every answer, wasmtime for the token), from `--workers`
+tasks that each sleep `--sleep` after every answer. One token for the whole run (the bench
+serves the demo with long-lived tokens), no retries, no validation, no database, no
+progress: what is left is what any trio client pays on this machine. It prints one JSON
+line, {"requests": ..., "elapsed": ...}, timed as ntx's summary is (after start-up).
+
+The protocol is done here by hand from docs/nepse-api.md (DUMMY is read from it), not with
+ntx's code.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import h11
 import msgspec
 import trio
+import wasmtime
 
 PATHS = (
-    "/api/nots/application/reports/{}",
-    "/api/nots/application/dividend/{}",
-    "/api/nots/security/{}",
+    ("GET", "/api/nots/application/reports/{}"),
+    ("GET", "/api/nots/application/dividend/{}"),
+    ("POST", "/api/nots/security/{}"),
 )
+ORDERS = ((0, 1, 2, 3, 4), (0, 1, 3, 2, 4), (0, 1, 3, 2, 4), (0, 1, 3, 2, 4), (0, 1, 3, 2, 4))
+NEPAL = timezone(timedelta(hours=5, minutes=45))
+
+
+def documented_dummy() -> list[int]:
+    doc = (Path(__file__).parent.parent / "docs" / "nepse-api.md").read_text()
+    found = re.search(r"`DUMMY`.*?\n\s*`([\d,]+)`", doc, re.DOTALL)
+    assert found, "docs/nepse-api.md lists DUMMY"
+    return [int(n) for n in found.group(1).split(",")]
+
+
+def access_token(proved: dict[str, object], wasm: bytes) -> str:
+    """The access token without the five characters at the module's positions."""
+    store = wasmtime.Store()
+    exports = wasmtime.Instance(store, wasmtime.Module(store.engine, wasm), []).exports(store)
+    salts = [proved[f"salt{i}"] for i in range(1, 6)]
+    positions = {
+        exports[name](store, *(salts[i] for i in order))  # type: ignore[operator]
+        for name, order in zip(("cdx", "rdx", "bdx", "ndx", "mdx"), ORDERS, strict=True)
+    }
+    scrambled = str(proved["accessToken"])
+    return "".join(c for i, c in enumerate(scrambled) if i not in positions)
 
 
 class Connection:
@@ -36,14 +67,17 @@ class Connection:
         self._stream = stream
         self._host = host
         self._h11 = h11.Connection(h11.CLIENT)
+        self.token = ""
 
-    async def get(self, target: str) -> bytes:
-        request = h11.Request(
-            method="GET",
-            target=target,
-            headers=[("Host", self._host), ("Accept", "application/json")],
-        )
-        await self._stream.send_all(self._h11.send(request) + self._h11.send(h11.EndOfMessage()))
+    async def get(self, target: str, method: str = "GET", body: bytes = b"") -> bytes:
+        headers = [("Host", self._host), ("Accept", "application/json")]
+        if self.token:
+            headers.append(("Authorization", f"Salter {self.token}"))
+        if method == "POST":
+            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        request = h11.Request(method=method, target=target, headers=headers)
+        data = self._h11.send(request) + (self._h11.send(h11.Data(data=body)) if body else b"")
+        await self._stream.send_all(data + self._h11.send(h11.EndOfMessage()))
         body = bytearray()
         while True:
             event = self._h11.next_event()
@@ -68,16 +102,26 @@ async def run(url: str, workers: int, sleep: float) -> dict[str, float]:
         return Connection(await trio.open_tcp_stream(host, port), f"{host}:{port}")
 
     first = await connect()
+    proved = msgspec.json.decode(await first.get("/api/authenticate/prove"))
+    first.token = access_token(proved, await first.get("/assets/prod/css.wasm"))
+    market = msgspec.json.decode(await first.get("/api/nots/nepse-data/market-open"))["id"]
+    body = json.dumps(
+        {"id": documented_dummy()[market] + market + 2 * datetime.now(NEPAL).day}
+    ).encode()
     msgspec.json.decode(await first.get("/api/nots/company/list"))
     securities = msgspec.json.decode(await first.get("/api/nots/security?nonDelisted=true"))
-    requests += 2
-    targets: Iterator[str] = (path.format(sec["id"]) for path in PATHS for sec in securities)
+    requests += 5
+    targets: Iterator[tuple[str, str]] = (
+        (method, path.format(sec["id"])) for method, path in PATHS for sec in securities
+    )
 
     async def worker() -> None:
         nonlocal requests
         connection = await connect()
-        for target in targets:  # one shared iterator: each target goes to one worker
-            msgspec.json.decode(await connection.get(target))
+        connection.token = first.token
+        for method, target in targets:  # one shared iterator: each target goes to one worker
+            answer = await connection.get(target, method, body if method == "POST" else b"")
+            msgspec.json.decode(answer)
             requests += 1
             await trio.sleep(sleep)
 

@@ -65,6 +65,13 @@ class Demo:
             str(securities),
             "--latency-ms",
             str(latency_ms),
+            # the memory and re-run figures ask for ten years of history, which the demo
+            # (like the exchange) serves only when told to; tokens outlive a run, so that
+            # bench/floor.py needs one handshake (ntx still renews its own every 45 s)
+            "--window-days",
+            "0",
+            "--token-ttl",
+            "3600",
         ]
         if rate_limit:
             args += ["--rate-limit", str(rate_limit)]
