@@ -22,7 +22,7 @@ from ntx.db.lock import exclusive
 from ntx.db.store import Store, check_path
 from ntx.engine import Engine, RunPlan
 from ntx.errors import EXIT_INTERRUPTED, NtxError, UsageError
-from ntx.events import Event, Paused, RunFinished, RunStarted, RunSummary
+from ntx.events import Event, Handshook, Paused, RunFinished, RunStarted, RunSummary
 from ntx.model import DateRange
 from ntx.net.client import open_client, site_headers
 from ntx.pace import Pace
@@ -144,6 +144,9 @@ async def _run(
     async def announce_pause(seconds: float, reason: str) -> None:
         await events.send(Paused(seconds, reason))
 
+    async def announce_handshake(number: int, reason: str) -> None:
+        await events.send(Handshook(number, reason))
+
     pace = Pace(
         workers=settings.workers,
         sleep=settings.sleep,
@@ -195,7 +198,7 @@ async def _run(
             client,
             pace.throttle,
             pace.policy,
-            session=Session(max_age=settings.token_max_age),
+            session=Session(max_age=settings.token_max_age, announce=announce_handshake),
             modules=modules,
         )
         async with client:

@@ -68,6 +68,14 @@ class JobFinished:
 
 
 @dataclass(frozen=True)
+class Handshook:
+    """A new API token (token handshake number `number` of the run), and why."""
+
+    number: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Paused:
     """Every worker waits `seconds` (after a 429, or while the circuit breaker cools down)."""
 
@@ -178,6 +186,7 @@ Event = (
     | JobStarted
     | JobFinished
     | RowsCommitted
+    | Handshook
     | Paused
     | Paced
     | RunFinished

@@ -7,6 +7,7 @@ import random
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -182,7 +183,7 @@ class Counting:
         return sum(fragment in path for path in self.seen)
 
 
-async def run_with_source(network: Counting, body, **session: float):  # type: ignore[no-untyped-def]
+async def run_with_source(network: Counting, body, **session: Any):  # type: ignore[no-untyped-def]
     async with open_client(
         "http://demo.test", workers=8, timeout=30, transport=httpx.MockTransport(network.handle)
     ) as client:
@@ -214,8 +215,18 @@ async def test_a_token_is_renewed_when_it_is_older_than_the_max_age(mock_clock: 
             await trio.sleep(20)  # 0, 20, 40: one token; 60: older than 45 s
         return source.session.handshakes
 
-    assert await run_with_source(network, body, max_age=45) == 2
+    announced: list[tuple[float, int, str]] = []
+
+    async def announce(number: int, reason: str) -> None:
+        announced.append((trio.current_time(), number, reason))
+
+    assert await run_with_source(network, body, max_age=45, announce=announce) == 2
     assert network.count("/prove") == 2 and network.count("css.wasm") == 1  # module kept
+    assert [(n, why) for _, n, why in announced] == [
+        (1, "the first token"),
+        (2, "the last one is 45 s old"),
+    ]
+    assert announced[0][0] < 1 and 60 <= announced[1][0] < 61  # when the third request went
 
 
 async def test_an_expired_token_gets_one_new_handshake_for_all_workers(
@@ -231,8 +242,14 @@ async def test_an_expired_token_gets_one_new_handshake_for_all_workers(
             for security in securities:
                 nursery.start_soon(source.ownership, security)
 
-    await run_with_source(network, body, max_age=45)
+    announced: list[str] = []
+
+    async def announce(number: int, reason: str) -> None:
+        announced.append(reason)
+
+    await run_with_source(network, body, max_age=45, announce=announce)
     assert network.count("/prove") == 2  # one at the start, one for all six refused workers
+    assert announced == ["the first token", "the server refused the last token"]
     assert network.count("/api/nots/security/") == 6 * 2  # refused once, then answered
 
 

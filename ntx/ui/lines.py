@@ -14,6 +14,7 @@ import msgspec
 from ntx.events import (
     DatasetPlanned,
     Event,
+    Handshook,
     JobFinished,
     JobStarted,
     Paced,
@@ -68,6 +69,8 @@ class PlainRenderer:
                 if event.retries:
                     outcome += f" after {plural(event.retries, 'retry', 'retries')}"
                 self._print(f"{tag} {event.label} {outcome}")
+            case Handshook():
+                self._print(f"ntx: token handshake {event.number} ({event.reason})")
             case Paused():
                 self._print(f"ntx: every worker waits {event.seconds:.1f}s: {event.reason}")
             case Paced() if event.reason != "faster":  # the climbs would be a line a tick

@@ -37,14 +37,20 @@ NO_TOKEN = Credentials(None, (0, 0, 0, 0, 0), float("inf"))
 
 
 Handshake = Callable[[bool], Awaitable[Credentials]]  # (refetch the module?) -> credentials
+Announce = Callable[[int, str], Awaitable[None]]  # (handshakes so far, why this one) -> None
+
+
+async def _announce_nothing(number: int, reason: str) -> None:
+    """An `Announce` that tells no one."""
 
 
 class Session:
     """Credentials shared by all workers. The caller passes the `Handshake` that would make
     new ones (its requests go through the caller's own pace gate)."""
 
-    def __init__(self, *, max_age: float = TOKEN_MAX_AGE) -> None:
+    def __init__(self, *, max_age: float = TOKEN_MAX_AGE, announce: Announce | None = None) -> None:
         self.max_age = max_age
+        self._announce = announce or _announce_nothing
         self._lock = trio.Lock()
         self.current: Credentials | None = None
         self.handshakes = 0
@@ -58,18 +64,26 @@ class Session:
             current.token is None or trio.current_time() - current.issued_at < self.max_age
         ):
             return current
-        return await self.renew(current, handshake)
+        reason = "the first token" if current is None else f"the last one is {self.max_age:g} s old"
+        return await self.renew(current, handshake, reason=reason)
 
     async def renew(
-        self, stale: Credentials | None, handshake: Handshake, *, refetch_module: bool = False
+        self,
+        stale: Credentials | None,
+        handshake: Handshake,
+        *,
+        refetch_module: bool = False,
+        reason: str = "the server refused the last token",
     ) -> Credentials:
-        """New credentials in place of `stale`, unless another worker already replaced it."""
+        """New credentials in place of `stale`, unless another worker already replaced it;
+        each handshake is announced with `reason`."""
         async with self._lock:
             if self.current is not None and self.current is not stale:
                 return self.current
             self.current = await handshake(refetch_module)
             if self.current.token is not None:  # a server without the handshake makes none
                 self.handshakes += 1
+                await self._announce(self.handshakes, reason)
             return self.current
 
 

@@ -217,7 +217,10 @@ class NepseSource:
                 if _refused(response, renewed) and not renewed.module_fetched:
                     # the cached module may be one the site has since replaced
                     renewed = await self.session.renew(
-                        renewed, self._handshake, refetch_module=True
+                        renewed,
+                        self._handshake,
+                        refetch_module=True,
+                        reason="the server refused a new token: the module is fetched again",
                     )
                     response = await self._send(method, path, params, payload, renewed)
                 if _refused(response, renewed):
