@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
-from aia_chaser import AiaChaser
-from aia_chaser.exceptions import AiaChaserError
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 ISSUER_UNKNOWN = "unable to get local issuer certificate"  # OpenSSL's words for a gap
 
@@ -63,9 +63,7 @@ class ChainCompleter:
             if host not in self.completed:
                 intermediates = await trio.to_thread.run_sync(self._chase, host, port)
                 if intermediates:
-                    pem = "".join(
-                        cert.public_bytes(Encoding.PEM).decode() for cert in intermediates
-                    )
+                    pem = "".join(_pem(cert) for cert in intermediates)
                     self._context.load_verify_locations(cadata=pem)
                     self._save(host, pem)
                 self.completed[host] = len(intermediates)
@@ -73,6 +71,10 @@ class ChainCompleter:
 
     def _chase(self, host: str, port: int) -> list[x509.Certificate]:
         """The verified chain's certificates between the leaf and the root (blocking)."""
+        # imported here: only a server with an incomplete chain needs them (100 ms at start-up)
+        from aia_chaser import AiaChaser
+        from aia_chaser.exceptions import AiaChaserError
+
         try:
             chaser = AiaChaser(context=self._roots, allow_private_ip=True)  # mirrors on a LAN
             chain = chaser.fetch_cert_chain_for_host(host, port)
@@ -94,3 +96,9 @@ class ChainCompleter:
             path.write_text(pem, encoding="ascii")
         except OSError:
             return  # a cache that cannot be written is skipped
+
+
+def _pem(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.PEM).decode()

@@ -121,10 +121,15 @@ def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None =
         (status, dataset, symbols.get(sid, str(sid)) if sid is not None else "lists", reason or "")
         for dataset, sid, status, reason in jobs
     ]
-    if rows:
-        _print_table("Jobs not done", ("status", "dataset", "symbol", "reason"), rows, out)
+    not_done = [row for row in rows if row[0] != "outside"]
+    outside = [row[1:] for row in rows if row[0] == "outside"]
+    if not_done:
+        _print_table("Jobs not done", ("status", "dataset", "symbol", "reason"), not_done, out)
     else:
         print("Every job of this run was done.", file=out)
+    if outside:
+        title = "Days asked for before the server's history window (it does not serve them)"
+        _print_table(title, ("dataset", "symbol", "reason"), outside, out)
     refused = store.invalid_rows(run_id)
     if refused:
         names = store.symbols([sid for _, sid, _, _ in refused if sid is not None])
