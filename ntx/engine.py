@@ -89,6 +89,7 @@ class Engine:
         }
         self._failures: list[Failure] = []
         self._skips: list[Failure] = []
+        self._outside: set[tuple[str, str]] = set()  # (dataset, label) asked before the window
         self._fetch_scope: trio.CancelScope | None = None
         self.interrupted = False
 
@@ -334,7 +335,9 @@ class Engine:
     def _committed(self, result: JobResult, counts: WriteCounts) -> None:
         totals = self._totals[result.job.dataset]
         totals.rows.add(counts)
-        if result.outside is not None:
+        key = (result.job.dataset, result.job.label)
+        if result.outside is not None and key not in self._outside:
+            self._outside.add(key)
             totals.outside += 1
         if result.ok:
             totals.done += 1

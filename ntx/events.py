@@ -124,7 +124,7 @@ class DatasetTotals:
     done: int = 0
     failed: int = 0
     skipped: int = 0
-    outside: int = 0  # jobs that asked for days before the server's history window
+    outside: int = 0  # securities whose asked days begin before the server's history window
     requests: int = 0
     retries: int = 0
     invalid: int = 0

@@ -309,6 +309,7 @@ async def test_a_from_older_than_the_window_stores_the_window_and_records_the_re
     expected = expected_tables(market, DateRange(first_day, TODAY), universe)
     assert table(db, "prices") == expected["prices"]
     assert f"the server keeps daily history from {first_day} on" in result.stdout
+    assert f"the older days asked for {len(universe)} securities are recorded" in result.stdout
 
     # no retry storm: one refusal starts the search, and the search takes about log2(days)
     history = recorder.paths("/history/")

@@ -161,8 +161,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
     if summary.window_starts is not None and outside:
         lines.append(
             f"History: the server keeps daily history from {summary.window_starts} on;"
-            f" {plural(outside, 'job')} asked for older days, recorded as outside its window"
-            f" (ntx runs show {summary.run_id})"
+            f" the older days asked for {plural(outside, 'security', 'securities')} are"
+            f" recorded as outside its window (ntx runs show {summary.run_id})"
         )
     for title, jobs in (("Failed jobs", summary.failures), ("Skipped jobs", summary.skips)):
         if not jobs:
