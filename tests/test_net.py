@@ -5,6 +5,7 @@ proxies. httpx's errors reach ntx as `TransportError`s that say what happened.""
 from __future__ import annotations
 
 import gzip
+import re
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,7 @@ import trio
 import trustme
 from trio.testing import MockClock
 
-from ntx.errors import CertificateError, TransportError, UsageError
+from ntx.errors import CertificateError, ConnectionDropped, TransportError, UsageError
 from ntx.net.client import BROWSER_USER_AGENT, HttpClient, open_client, site_headers
 from tests.helpers import run_ntx_async
 
@@ -345,3 +346,16 @@ async def test_backfill_sends_the_headers_of_flags_and_config(tmp_path: Path) ->
     head = server.heads[first].decode().lower()
     assert "user-agent: flag/2" in head
     assert "x-team: flag" in head  # a flag's list replaces the config's
+
+
+async def test_a_refused_connection_is_a_drop_and_an_unknown_name_is_not() -> None:
+    # a server that refuses or closes is congested; a name that does not resolve says
+    # nothing of any server's load (".invalid" never resolves)
+    with pytest.raises(ConnectionDropped, match=re.escape("cannot connect to http://127.0.0.1:1/")):
+        async with client("http://127.0.0.1:1") as api:
+            await api.get("/api/x")
+    with pytest.raises(TransportError) as caught:
+        async with client("http://exchange.invalid") as api:
+            await api.get("/api/x")
+    assert not isinstance(caught.value, ConnectionDropped)
+    assert "cannot connect to http://exchange.invalid/api/x" in str(caught.value)

@@ -14,6 +14,7 @@ where the network would be.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from ntx.errors import CertificateError, ConnectionDropped, TransportError, UsageError
+from ntx.errors import CertificateError, ConnectionDropped, NtxError, TransportError, UsageError
 from ntx.net.chain import ISSUER_UNKNOWN, ChainCompleter, links_only
 
 Params = Mapping[str, str | int]
@@ -158,25 +159,27 @@ class HttpClient:
         except httpx.TimeoutException as exc:
             raise TransportError(f"timed out: {self.url(path)} ({type(exc).__name__})") from exc
         except DROPS as exc:
-            tls = _tls_error(exc)
-            if isinstance(tls, ssl.SSLCertVerificationError):
-                host = self._client.base_url.host
-                raise CertificateError(
-                    f"the TLS certificate of {host} cannot be verified ({innermost_reason(exc)}):"
-                    " give --ca-bundle PATH with the authority that issued it,"
-                    " or --insecure to skip verification (warned; avoid)"
-                ) from exc
-            if tls is not None:
-                raise TransportError(
-                    f"{_describe(exc)} {self.url(path)} ({innermost_reason(exc)})"
-                ) from exc
-            raise ConnectionDropped(
-                f"{_describe(exc)} {self.url(path)} ({innermost_reason(exc)})"
-            ) from exc
+            raise self._connection_failure(exc, path) from exc
         except httpx.HTTPError as exc:
-            raise TransportError(
-                f"{_describe(exc)} {self.url(path)} ({innermost_reason(exc)})"
-            ) from exc
+            raise TransportError(self._failure(exc, path)) from exc
+
+    def _connection_failure(self, exc: httpx.HTTPError, path: str) -> NtxError:
+        """What a connection that gave no answer means: a certificate that cannot be
+        verified, a name that does not resolve, another TLS failure, or (most often) a
+        server that closed, reset or refused it: a drop."""
+        tls = _tls_error(exc)
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            return CertificateError(
+                f"the TLS certificate of {self._client.base_url.host} cannot be verified"
+                f" ({innermost_reason(exc)}): give --ca-bundle PATH with the authority that"
+                " issued it, or --insecure to skip verification (warned; avoid)"
+            )
+        if tls is not None or _caused_by(exc, socket.gaierror):
+            return TransportError(self._failure(exc, path))
+        return ConnectionDropped(self._failure(exc, path))
+
+    def _failure(self, exc: httpx.HTTPError, path: str) -> str:
+        return f"{_describe(exc)} {self.url(path)} ({innermost_reason(exc)})"
 
     async def get(self, path: str, params: Params | None = None) -> httpx.Response:
         return await self.request("GET", path, params=params)
@@ -198,6 +201,17 @@ class HttpClient:
 
 # The server closed, reset or refused the connection without an answer.
 DROPS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        if isinstance(seen, BaseExceptionGroup):
+            return any(_caused_by(inner, kind) for inner in seen.exceptions)
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _tls_error(exc: BaseException) -> ssl.SSLError | None:

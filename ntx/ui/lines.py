@@ -66,7 +66,7 @@ class PlainRenderer:
                     outcome = f"not asked: {event.outside} is before the server's window"
                 elif event.outside:
                     outcome += f"; {event.outside} is before the server's window"
-                if event.retries:
+                if event.retries and not event.error:  # a failure says how it gave up
                     outcome += f" after {plural(event.retries, 'retry', 'retries')}"
                 self._print(f"{tag} {event.label} {outcome}")
             case Handshook():
