@@ -130,6 +130,53 @@ Db = Annotated[
     ),
 ]
 
+# The options of every command that talks to an API (`backfill`, `doctor`), declared once.
+Api = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        callback=_url,
+        envvar="NTX_API",
+        metavar="URL",
+        help=f"Base URL of a NEPSE-compatible API [default: {DEFAULT_API}, the exchange].",
+    ),
+]
+Insecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        envvar="NTX_INSECURE",
+        help="Do not verify TLS certificates (warned; avoid).",
+    ),
+]
+CaBundle = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-bundle",
+        envvar="NTX_CA_BUNDLE",
+        metavar="PATH",
+        help="Also trust the certificate authorities in this PEM file.",
+    ),
+]
+UserAgent = Annotated[
+    str | None,
+    typer.Option(
+        "--user-agent",
+        envvar="NTX_USER_AGENT",
+        metavar="TEXT",
+        help="The User-Agent header [default: a browser's, as the exchange's site expects].",
+    ),
+]
+Header = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--header",
+        "-H",
+        metavar="'NAME: VALUE'",
+        help="An HTTP header for every request (repeatable); replaces ntx's of that name.",
+    ),
+]
+
 
 def _day(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
@@ -237,32 +284,15 @@ def backfill(
         False, "--retry-failed", help="Re-run only the jobs that failed in the last run."
     ),
     db: Db = None,
-    api: str | None = typer.Option(
-        None,
-        callback=_url,
-        envvar="NTX_API",
-        metavar="URL",
-        help=f"Base URL of a NEPSE-compatible API [default: {DEFAULT_API}, the exchange].",
-    ),
+    api: Api = None,
     use_demo: bool = typer.Option(
         False, "--demo", help="Backfill from the built-in demo exchange."
     ),
-    insecure: bool = typer.Option(
-        False,
-        "--insecure",
-        envvar="NTX_INSECURE",
-        help="Do not verify TLS certificates (warned; avoid).",
-    ),
+    insecure: Insecure = False,
     progress: Progress = typer.Option(
         Progress.auto, envvar="NTX_PROGRESS", case_sensitive=False, help="Progress display."
     ),
-    ca_bundle: Path | None = typer.Option(
-        None,
-        "--ca-bundle",
-        envvar="NTX_CA_BUNDLE",
-        metavar="PATH",
-        help="Also trust the certificate authorities in this PEM file.",
-    ),
+    ca_bundle: CaBundle = None,
     token_max_age: float = typer.Option(
         45.0,
         callback=_seconds(positive=True),
@@ -270,19 +300,8 @@ def backfill(
         metavar="SECONDS",
         help="Renew the API token before the next request once it is this old.",
     ),
-    user_agent: str | None = typer.Option(
-        None,
-        envvar="NTX_USER_AGENT",
-        metavar="TEXT",
-        help="The User-Agent header [default: a browser's, as the exchange's site expects].",
-    ),
-    header: list[str] | None = typer.Option(
-        None,
-        "--header",
-        "-H",
-        metavar="'NAME: VALUE'",
-        help="An HTTP header for every request (repeatable); replaces ntx's of that name.",
-    ),
+    user_agent: UserAgent = None,
+    header: Header = None,
     demo_securities: demo.Securities = demo.DemoOptions.securities,
     demo_seed: demo.Seed = demo.DemoOptions.seed,
     demo_latency_ms: demo.LatencyMs = demo.DemoOptions.latency_ms,
@@ -359,13 +378,7 @@ def backfill(
 @app.command()
 def doctor(
     ctx: typer.Context,
-    api: str | None = typer.Option(
-        None,
-        callback=_url,
-        envvar="NTX_API",
-        metavar="URL",
-        help=f"Base URL of the API to check [default: {DEFAULT_API}, the exchange].",
-    ),
+    api: Api = None,
     use_demo: bool = typer.Option(False, "--demo", help="Check the built-in demo exchange."),
     timeout: float = typer.Option(
         10.0,
@@ -374,22 +387,10 @@ def doctor(
         metavar="SECONDS",
         help="Limit per check's request.",
     ),
-    ca_bundle: Path | None = typer.Option(
-        None,
-        "--ca-bundle",
-        envvar="NTX_CA_BUNDLE",
-        metavar="PATH",
-        help="Also trust the certificate authorities in this PEM file.",
-    ),
-    insecure: bool = typer.Option(
-        False, "--insecure", envvar="NTX_INSECURE", help="Do not verify TLS certificates."
-    ),
-    user_agent: str | None = typer.Option(
-        None, envvar="NTX_USER_AGENT", metavar="TEXT", help="The User-Agent header."
-    ),
-    header: list[str] | None = typer.Option(
-        None, "--header", "-H", metavar="'NAME: VALUE'", help="An HTTP header (repeatable)."
-    ),
+    ca_bundle: CaBundle = None,
+    insecure: Insecure = False,
+    user_agent: UserAgent = None,
+    header: Header = None,
 ) -> None:
     """Check, step by step, that this machine can backfill from the API. Writes nothing."""
     from ntx.doctor import DoctorSettings, run_doctor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import pairwise
 
@@ -163,34 +164,47 @@ async def test_retry_after_http_date_is_honoured(mock_clock: MockClock) -> None:
     assert log == [0.0, 7.0]
 
 
-async def test_a_429_holds_back_every_worker(mock_clock: MockClock) -> None:
-    """One worker is told to wait 5 s; the others' next requests wait with it."""
-    gate = Throttle(0.0)
-    policy = RetryPolicy(gate)
-    starts: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-    told = trio.Event()
+async def workers_after_one_failure(
+    gate: Throttle, policy: RetryPolicy, failure: Callable[[], httpx.Response], who: str
+) -> dict[str, list[float]]:
+    """Workers `who` (one letter each) make three requests each; a's take 1 s and the
+    others' 1.5 s, and a's first one ends in `failure()`. Returns each worker's start times."""
+    starts: dict[str, list[float]] = {name: [] for name in who}
+    failed = trio.Event()
 
     async def handler(request: httpx.Request) -> httpx.Response:
-        who = request.url.path.rsplit("/", 1)[-1]
-        starts[who].append(trio.current_time())
-        await trio.sleep(1.0 if who == "a" else 1.5)
-        if who == "a" and not told.is_set():
-            told.set()
-            return httpx.Response(429, headers={"Retry-After": "5"})
+        name = request.url.path.rsplit("/", 1)[-1]
+        starts[name].append(trio.current_time())
+        await trio.sleep(1.0 if name == "a" else 1.5)
+        if name == "a" and not failed.is_set():
+            failed.set()
+            return failure()
         return httpx.Response(200, json=[])
 
     async with open_client(
-        "http://x", workers=3, timeout=30, transport=tokenless(handler)
+        "http://x", workers=len(who), timeout=30, transport=tokenless(handler)
     ) as client:
         source = NepseSource(client, gate, policy)
 
-        async def worker(who: str) -> None:
+        async def worker(name: str) -> None:
             for _ in range(3):
-                await source.bind(RequestMeter(gate)).reports(who)  # type: ignore[arg-type]
+                await source.bind(RequestMeter(gate)).reports(name)  # type: ignore[arg-type]
 
         async with trio.open_nursery() as nursery:
-            for who in starts:
-                nursery.start_soon(worker, who)
+            for name in who:
+                nursery.start_soon(worker, name)
+    return starts
+
+
+async def test_a_429_holds_back_every_worker(mock_clock: MockClock) -> None:
+    """One worker is told to wait 5 s; the others' next requests wait with it."""
+    gate = Throttle(0.0)
+    starts = await workers_after_one_failure(
+        gate,
+        RetryPolicy(gate),
+        lambda: httpx.Response(429, headers={"Retry-After": "5"}),
+        "abc",
+    )
     # a's 429 arrives at t=1: nobody starts a request in (1, 6), though b and c were
     # ready to at t=1.5
     assert starts["a"] == [0.0, 6.0, 7.0, 8.0]
@@ -213,34 +227,14 @@ async def test_a_dropped_connection_pauses_every_worker(
     gate = Throttle(0.0)
     outcomes: list[Outcome] = []
     gate.observer = Recorder(outcomes)
-    policy = RetryPolicy(gate, rng=Highest())
-    starts: dict[str, list[float]] = {"a": [], "b": []}
-    dropped = trio.Event()
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        who = request.url.path.rsplit("/", 1)[-1]
-        starts[who].append(trio.current_time())
-        await trio.sleep(1.0 if who == "a" else 1.5)
-        if who == "a" and not dropped.is_set():
-            dropped.set()
-            raise drop
-        return httpx.Response(200, json=[])
+    def dropped() -> httpx.Response:
+        raise drop
 
-    async with open_client(
-        "http://x", workers=2, timeout=30, transport=tokenless(handler)
-    ) as client:
-        source = NepseSource(client, gate, policy)
-
-        async def worker(who: str) -> None:
-            for _ in range(2):
-                await source.bind(RequestMeter(gate)).reports(who)  # type: ignore[arg-type]
-
-        async with trio.open_nursery() as nursery:
-            for who in starts:
-                nursery.start_soon(worker, who)
+    starts = await workers_after_one_failure(gate, RetryPolicy(gate, rng=Highest()), dropped, "ab")
     # a's drop comes at t=1: nobody starts a request in (1, 2), though b was ready at 1.5
-    assert starts["a"] == [0.0, 2.0, 3.0]
-    assert starts["b"] == [0.0, 2.0]
+    assert starts["a"] == [0.0, 2.0, 3.0, 4.0]
+    assert starts["b"] == [0.0, 2.0, 3.5]
     assert Outcome.CONGESTED in outcomes
 
 

@@ -86,40 +86,32 @@ def test_a_cut_job_keeps_every_day_once_and_claims_only_stored_days(
         assert cut.covers.end == covers.end
 
 
+def days(first: str, last: str) -> DateRange:
+    return DateRange(date.fromisoformat(first), date.fromisoformat(last))
+
+
+def prices(part: DateRange, covers: DateRange, covered: DateRange | None = None) -> Job:
+    return Job("prices", SECURITY, (part,), covers, covered)
+
+
+WINDOW_STARTS = date(2025, 7, 1)
+
+
 def test_a_later_job_of_a_cut_security_claims_nothing_before_the_window() -> None:
-    # a security's second job was planned as if the first one (now before the window)
-    # would be stored: its `covers` starts with the first one's days
-    second = Job(
-        "prices",
-        SECURITY,
-        (DateRange(date(2025, 1, 1), date(2026, 6, 29)),),
-        DateRange(date(2023, 1, 1), date(2026, 6, 29)),
-    )
-    cut, outside = second.within(date(2025, 7, 1))
-    assert cut is not None and outside == DateRange(date(2025, 1, 1), date(2025, 6, 30))
-    assert cut.ranges == (DateRange(date(2025, 7, 1), date(2026, 6, 29)),)
-    assert cut.covers == DateRange(date(2025, 7, 1), date(2026, 6, 29))
-    third = Job(
-        "prices",
-        SECURITY,
-        (DateRange(date(2026, 6, 29), date(2026, 6, 30)),),
-        DateRange(date(2023, 1, 1), date(2026, 6, 29)),
-    )
-    cut, outside = third.within(date(2025, 7, 1))
-    assert outside is None and cut is not None
-    assert cut.ranges == third.ranges and cut.covers == DateRange(
-        date(2025, 7, 1), date(2026, 6, 29)
-    )
+    # a security's second and third jobs were planned as if the first one (now before the
+    # window) would be stored: their `covers` start with the first one's days
+    second = prices(days("2025-01-01", "2026-06-29"), days("2023-01-01", "2026-06-29"))
+    cut, outside = second.within(WINDOW_STARTS)
+    assert cut is not None and outside == days("2025-01-01", "2025-06-30")
+    assert cut.ranges == (days("2025-07-01", "2026-06-29"),)
+    assert cut.covers == days("2025-07-01", "2026-06-29")
+    third = prices(days("2026-06-29", "2026-06-30"), days("2023-01-01", "2026-06-29"))
+    cut, outside = third.within(WINDOW_STARTS)
+    assert outside is None and cut is not None and cut.ranges == third.ranges
+    assert cut.covers == days("2025-07-01", "2026-06-29")
 
 
 def test_an_archive_older_than_the_window_keeps_its_coverage() -> None:
-    archive = DateRange(date(2023, 1, 1), date(2026, 6, 28))
-    tail = Job(
-        "prices",
-        SECURITY,
-        (DateRange(date(2026, 6, 29), date(2026, 6, 30)),),
-        DateRange(date(2023, 1, 1), date(2026, 6, 29)),
-        archive,
-    )
-    cut, outside = tail.within(date(2025, 7, 1))
-    assert (cut, outside) == (tail, None)
+    archive = days("2023-01-01", "2026-06-28")
+    tail = prices(days("2026-06-29", "2026-06-30"), days("2023-01-01", "2026-06-29"), archive)
+    assert tail.within(WINDOW_STARTS) == (tail, None)
