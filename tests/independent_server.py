@@ -14,7 +14,8 @@ Modes: hostile (`fault_rate`: a share of answers goes wrong in one of seven ways
 closing the connection without any answer), rate-limited (`limit`: a token bucket of that
 many requests per second, bursts of as many; above it, 429 with Retry-After in whole
 seconds), a history window (`window_days` before the data's last day: an older startDate
-answers 500 `Searched Date is not valid.`), and a token lifetime (`token_ttl` seconds).
+answers 500 `Searched Date is not valid.`; with `clip` the range is clipped to it silently,
+as some reports say the exchange does), and a token lifetime (`token_ttl` seconds).
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol = True  # the handshake, tokens and payload ids; False: a plain mirror
     token_ttl = 60.0
     window_days: int | None = None
+    clip = False  # clip a start before the window silently instead of answering 500
     module: TokenModule
     dummy: tuple[int, ...]
     issued: dict[str, float]  # clean token -> when it was issued
@@ -348,8 +350,11 @@ class Handler(BaseHTTPRequestHandler):
             return 404, {"error": "no such security"}
         if "/market/history/" in url.path:
             lo, hi = date.fromisoformat(q["startDate"]), date.fromisoformat(q["endDate"])
-            if cls.window_days is not None and lo < LAST_DAY - timedelta(days=cls.window_days):
-                return 500, Raw(b"Searched Date is not valid.", "text/plain")
+            window = LAST_DAY - timedelta(days=cls.window_days or 0)
+            if cls.window_days is not None and lo < window:
+                if not cls.clip:
+                    return 500, Raw(b"Searched Date is not valid.", "text/plain")
+                lo = window
             rows = [r for r in ex.history[sid] if lo <= date.fromisoformat(r["businessDate"]) <= hi]
             size, page = min(int(q.get("size", 20)), PAGE_CAP), int(q.get("page", 0))
             return 200, {
@@ -432,6 +437,7 @@ def running(
     protocol: bool = True,
     token_ttl: float = 60.0,
     window_days: int | None = None,
+    clip: bool = False,
     tls: ssl.SSLContext | None = None,
 ) -> Iterator[tuple[str, type[Handler]]]:
     """Serve `exchange` on 127.0.0.1 (a free port) in a thread, over TLS with `tls` (a
@@ -456,6 +462,7 @@ def running(
             "protocol": protocol,
             "token_ttl": token_ttl,
             "window_days": window_days,
+            "clip": clip,
             "module": TokenModule(),
             "dummy": documented_dummy(),
             "issued": {},

@@ -7,7 +7,7 @@ import math
 import re
 import sqlite3
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from functools import partial
 from itertools import pairwise
 from pathlib import Path
@@ -97,12 +97,17 @@ async def test_second_run_fetches_only_the_tail_and_changes_no_row(
         *backfill_args(url, db, "--from", "2024-01-01", "--to", "2026-06-30")
     )
     assert second.returncode == 0, second.stderr
-    history = recorder.paths("/history/")
-    assert history and all(
-        parse_qs(s.query)["startDate"] == ["2026-04-01"]
-        and parse_qs(s.query)["endDate"] == ["2026-06-30"]
-        for s in history
-    )
+    # the tail; and the days before the first row of a security whose history starts more
+    # than a month after --from (listed later here; a server that clips looks the same)
+    late = late_starters(db, "2024-01-01")
+    assert late  # the demo market has one, NLIC, listed in July 2024
+    asked = {
+        (s.path, *(parse_qs(s.query)[k][0] for k in ("startDate", "endDate")))
+        for s in recorder.paths("/history/")
+    }
+    tails = {a for a in asked if a[1:] == ("2026-04-01", "2026-06-30")}
+    assert len(tails) == len(default_universe(market))
+    assert asked - tails == reasks(late, "2024-01-01")
     after = {name: table(db, name) for name in TABLES}
     for name in TABLES:
         assert set(before[name]) <= set(after[name]), f"{name}: a stored row changed or vanished"
@@ -118,9 +123,44 @@ async def test_second_run_fetches_only_the_tail_and_changes_no_row(
         *backfill_args(url, db, "--from", "2024-01-01", "--to", "2026-06-30")
     )
     assert third.returncode == 0, third.stderr
-    assert recorder.paths("/history/") == []
+    asked = {
+        (s.path, *(parse_qs(s.query)[k][0] for k in ("startDate", "endDate")))
+        for s in recorder.paths("/history/")
+    }
+    assert asked == reasks(late, "2024-01-01")  # nothing else
     assert {name: table(db, name) for name in TABLES} == after
-    assert "=== Prices: all" in third.stdout and "up to date" in third.stdout
+    assert len(recorder.paths("/history/")) == len(late)  # one request each, no more
+
+
+def history_asked(recorder: RecordingApp) -> set[tuple[str, str, str]]:
+    """(path, startDate, endDate) of every history request the server saw."""
+    return {
+        (seen.path, *(parse_qs(seen.query)[key][0] for key in ("startDate", "endDate")))
+        for seen in recorder.paths("/history/")
+    }
+
+
+def late_starters(db: Path, asked_from: str) -> dict[int, str]:
+    """Each security whose stored prices begin more than 31 days after `asked_from`."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT security_id, min(date) FROM prices GROUP BY security_id"
+            " HAVING min(date) > date(?, '+31 days')",
+            (asked_from,),
+        ).fetchall()
+    return dict(rows)
+
+
+def reasks(late: dict[int, str], asked_from: str) -> set[tuple[str, str, str]]:
+    """The requests that ask again for the days before each late starter's first row."""
+    return {
+        (
+            f"/api/nots/market/history/security/{sid}",
+            asked_from,
+            str(date.fromisoformat(first) - timedelta(days=1)),
+        )
+        for sid, first in late.items()
+    }
 
 
 async def test_server_sees_at_most_workers_in_flight(

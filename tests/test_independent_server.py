@@ -217,6 +217,37 @@ def test_a_from_older_than_the_window_costs_a_few_requests_not_a_retry_storm(
     assert "the server keeps daily history from 2024-06-30 on" in result.stdout
 
 
+def test_a_server_that_clips_silently_gets_coverage_only_where_the_rows_are(
+    tmp_path: Path,
+) -> None:
+    """The window again, but the server answers an early start with the rows it keeps, and
+    no error: ntx stores them, covers only from where they start, and asks again next run
+    without changing a row."""
+    with running(Exchange(), window_days=365, clip=True) as (url, handler):
+        db = tmp_path / "clip.db"
+        first = run_ntx("backfill", "--api", url, "--db", str(db), *ARGS, "--prices")
+        assert first.returncode == 0, first.stdout[-2000:] + first.stderr
+        assert 500 not in handler.statuses
+        with sqlite3.connect(db) as conn:
+            starts = conn.execute(
+                "SELECT c.covered_from, min(p.date) FROM ntx_coverage c"
+                " JOIN prices p USING (security_id) WHERE c.dataset = 'prices'"
+                " GROUP BY c.security_id"
+            ).fetchall()
+            before = conn.execute("SELECT * FROM prices ORDER BY 1, 2").fetchall()
+        assert starts and all(covered == first_row >= "2024-06-30" for covered, first_row in starts)
+        assert before == expected(handler.exchange, start="2024-06-30")["prices"]
+        asked = len(handler.log)
+        again = run_ntx("backfill", "--api", url, "--db", str(db), *ARGS, "--prices")
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr
+        history = [p for _, _, p in handler.log[asked:] if "/market/history/" in p]
+        # the days before the rows (2021-01-01 to 2024-06-29), asked again: two jobs of at
+        # most 700 days a security, and nothing else
+        assert len(history) == 2 * len(starts)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT * FROM prices ORDER BY 1, 2").fetchall() == before
+
+
 async def test_an_incomplete_tls_chain_is_completed_and_every_row_exact(tmp_path: Path) -> None:
     """The server presents only its own certificate, as the exchange does; the intermediate
     is at the certificate's AIA address. Verification stays on and every row is stored."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -168,17 +168,31 @@ async def test_a_long_history_is_stored_in_parts_in_order_and_resumes_after_a_fa
             " AND security_id = ? ORDER BY rowid",
             (default_universe(MARKET)[0],),
         ).fetchall()
-        covered = conn.execute(
-            "SELECT DISTINCT covered_from, covered_to FROM ntx_coverage WHERE dataset = 'prices'"
+        by_security = conn.execute(
+            "SELECT c.security_id, c.covered_from, c.covered_to, min(p.date) FROM ntx_coverage c"
+            " JOIN prices p USING (security_id) WHERE c.dataset = 'prices'"
+            " GROUP BY c.security_id"
         ).fetchall()
+    covered_by_id = {sid: (start, end, first) for sid, start, end, first in by_security}
+    covered = list(covered_by_id.values())
     assert [status for _, status, _ in jobs] == ["done", "done"] + ["failed"] * (len(parts) - 2)
     assert [ranges for ranges, _, _ in jobs] == [str(part) for part in parts]
     assert all("not tried" in reason for _, _, reason in jobs[3:])  # never fetched
-    assert covered == [(str(LONG.start), str(parts[1].end))]  # what the done parts hold
+    # what the done parts hold: from the start asked, or from the first row of a security
+    # listed more than a month after it
+    late = str(LONG.start + timedelta(days=31))
+    assert covered and all(
+        (start, end) == (first if first > late else str(LONG.start), str(parts[1].end))
+        for start, end, first in covered
+    )
 
     summary, asked = await run_long(db)
     assert summary.exit_code == 0
     universe = default_universe(MARKET)
     assert table(db, "prices") == expected_tables(MARKET, LONG, universe)["prices"]
     starts = {entry.split(":")[1] for entry in asked}
-    assert str(parts[0].start) not in starts and str(parts[2].start) in starts  # only the rest
+    assert str(parts[2].start) in starts  # the rest
+    # the first part again only for the securities whose rows begin well after it
+    late_ids = {str(sid) for sid, (_, _, first) in covered_by_id.items() if first > late}
+    again = {entry.split(":")[0] for entry in asked if entry.endswith(f":{parts[0].start}")}
+    assert late_ids and again == late_ids  # the market has such securities

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from ntx.db.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES
 from ntx.db.store import Store
 from ntx.errors import StoreError, UsageError
-from ntx.model import Job, JobResult, Security
+from ntx.model import DateRange, Job, JobResult, Security
 
 price = st.tuples(
     st.integers(1, 3),  # security id
@@ -139,3 +140,31 @@ def test_each_migration_is_a_list_of_whole_statements() -> None:
     for migration in MIGRATIONS:
         assert migration and all(sqlite3.complete_statement(s + ";") for s in migration)
         assert not any(sqlite3.complete_statement(s) for s in migration)  # one statement each
+
+
+@pytest.mark.parametrize(
+    ("first_row", "covered_from"),
+    [
+        ("2024-01-05", "2024-01-01"),  # a few days without a row: holidays, a weekend
+        ("2024-02-01", "2024-01-01"),  # 31 days: still a closure the exchange could have
+        ("2024-02-02", "2024-02-02"),  # more: a server that clipped, or a later listing
+    ],
+)
+def test_coverage_starts_where_the_rows_do_after_a_month_without_any(
+    tmp_path: Path, first_row: str, covered_from: str
+) -> None:
+    store = Store.open(tmp_path / "c.db")
+    run_id = store.begin_run("t", "t", ["prices"])
+    asked = DateRange(date(2024, 1, 1), date(2024, 6, 30))
+    row = (1, first_row, None, 2.0, 1.0, 1.5, 1, 1.0, 1)
+    store.apply(run_id, [JobResult(Job("prices", Security(1, "A"), (asked,), asked), [row])])
+    assert store.coverage("prices") == {1: DateRange(date.fromisoformat(covered_from), asked.end)}
+    # an older row stored before (an archive) keeps the claim whole
+    older = (1, "2023-12-29", None, 2.0, 1.0, 1.5, 1, 1.0, 1)
+    again = DateRange(date(2023, 12, 1), date(2023, 12, 31))
+    store.apply(
+        run_id,
+        [JobResult(Job("prices", Security(1, "A"), (again,), again.union(asked)), [older])],
+    )
+    assert store.coverage("prices") == {1: again.union(asked)}
+    store.close()

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ntx.model import DateRange, Job, JobKey, JobResult, Row, WriteCounts
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT = 10.0  # seconds to wait for another program's write lock
+CLIPPED_GAP = timedelta(days=31)  # longer than any closure of the exchange (Dashain included)
 
 # Statuses a later run resumes. `running` is among them: whoever starts a run holds the
 # database's lock, so a run still marked running belongs to a process that died.
@@ -376,7 +377,20 @@ class Store:
 
     @staticmethod
     def _cover(conn: sqlite3.Connection, job: Job, sec_id: int, now: str) -> None:
+        """Record what `job` completes as covered, starting no earlier than the stored rows
+        when those begin over `CLIPPED_GAP` after it: so many days without a row at the
+        start of what was asked are not holidays but a server that clipped the range
+        silently (or a security listed later), and claiming them would stop a later run
+        from asking again."""
         covers = job.covers
+        table = TABLES[job.dataset]
+        if covers is not None and "date" in table.columns:
+            (first,) = conn.execute(
+                f"SELECT min(date) FROM {table.name} WHERE {table.scope} = ?", (sec_id,)
+            ).fetchone()
+            first_row = date.fromisoformat(first) if first else None
+            if first_row is not None and covers.start + CLIPPED_GAP < first_row <= covers.end:
+                covers = DateRange(first_row, covers.end)
         conn.execute(
             """
             INSERT INTO ntx_coverage
