@@ -491,6 +491,11 @@ def demo_serve(
                 if options.fail_rate > 0:
                     kinds = ",".join(options.faults) or "all faults"
                     faulty += f", failing {options.fail_rate:.0%} of requests ({kinds})"
+                history = (
+                    f"{options.window_days:,} days of daily history"
+                    if options.window_days
+                    else "all daily history"
+                )
                 equities = sum(
                     1
                     for s in market.securities
@@ -499,7 +504,8 @@ def demo_serve(
                 typer.echo(
                     f"Demo exchange at {url}: {len(market.securities)} securities"
                     f" ({equities} active equities), seed {market.seed},"
-                    f" {app_.latency * 1000:g} ms latency{faulty}. Ctrl-C stops it.",
+                    f" {app_.latency * 1000:g} ms latency, tokens living {options.token_ttl:g} s,"
+                    f" {history}{faulty}. Ctrl-C stops it.",
                 )
 
         try:
