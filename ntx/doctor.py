@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -150,7 +151,8 @@ class Doctor:
         except ssl.SSLCertVerificationError as exc:
             failure = exc
         if ISSUER_UNKNOWN in str(failure):
-            chains = ChainCompleter(context, trust(self._settings.ca_bundle, verify=False), None)
+            roots = partial(trust, self._settings.ca_bundle, verify=False)
+            chains = ChainCompleter(context, roots, None)
             if await chains.complete(self._host, self._port):
                 try:
                     await self._tls_handshake(context)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,10 +34,14 @@ def links_only(context: ssl.SSLContext) -> None:
 
 
 class ChainCompleter:
-    """Completes the chains of one run's TLS `context` (which trusts `roots`, the usual
-    roots and any `--ca-bundle`), once per host, with what `cache` keeps between runs."""
+    """Completes the chains of one run's TLS `context`, once per host, with what `cache`
+    keeps between runs. `roots` makes a context that holds the same roots (the usual ones
+    and any `--ca-bundle`) but verifies nothing, to fetch a certificate whose chain is
+    incomplete; it is called only then."""
 
-    def __init__(self, context: ssl.SSLContext, roots: ssl.SSLContext, cache: Path | None) -> None:
+    def __init__(
+        self, context: ssl.SSLContext, roots: Callable[[], ssl.SSLContext], cache: Path | None
+    ) -> None:
         self._context = context
         self._roots = roots
         self._cache = cache
@@ -76,7 +81,7 @@ class ChainCompleter:
         from aia_chaser.exceptions import AiaChaserError
 
         try:
-            chaser = AiaChaser(context=self._roots, allow_private_ip=True)  # mirrors on a LAN
+            chaser = AiaChaser(context=self._roots(), allow_private_ip=True)  # mirrors on a LAN
             chain = chaser.fetch_cert_chain_for_host(host, port)
         except (AiaChaserError, OSError, ValueError):
             return []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -77,7 +78,7 @@ def open_client(
     completer = None
     if verify:
         context = trust(ca_bundle)
-        completer = ChainCompleter(context, trust(ca_bundle, verify=False), chain_cache)
+        completer = ChainCompleter(context, partial(trust, ca_bundle, verify=False), chain_cache)
         completer.load_cached(httpx.URL(base_url).host)
     client = httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
