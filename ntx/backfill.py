@@ -72,6 +72,7 @@ def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
         "from": settings.period.start.isoformat(),
         "to": settings.period.end.isoformat(),
         "force": settings.force,
+        "max_age": dict(settings.max_age),
     }
     only = None
     key = None
@@ -88,6 +89,7 @@ def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
         symbols=tuple(plan["symbols"]),
         all_instruments=plan["all_instruments"],
         force=plan["force"],
+        max_age=plan.get("max_age", {}),
         command=command,
         source_name=source_identity(settings),
         busy_timeout=settings.busy_timeout,

@@ -38,6 +38,7 @@ from ntx.settings import (
     cache_dir,
     default_map,
     parse_headers,
+    parse_max_age,
     resolve_backfill,
 )
 from ntx.ui.printer import choose_renderer
@@ -104,6 +105,15 @@ def _url(value: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise typer.BadParameter(f"must be an http:// or https:// URL, got {text!r}")
     return text.rstrip("/")
+
+
+def _max_age(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_max_age(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
 
 
 def _symbols(value: str | None) -> str | None:
@@ -272,7 +282,17 @@ def backfill(
         envvar="NTX_RETRIES",
         help="Retries per request after 429, 5xx, timeouts, bad answers.",
     ),
-    force: bool = typer.Option(False, "--force", help="Fetch the whole price range again."),
+    force: bool = typer.Option(
+        False, "--force", help="Fetch the whole price range, and every snapshot, again."
+    ),
+    max_age: str | None = typer.Option(
+        None,
+        callback=_max_age,
+        envvar="NTX_MAX_AGE",
+        metavar="DATASET=AGE,...",
+        help="Fetch a snapshot again only once it is this old (0: every run)"
+        " [default: reports=1d,dividends=1d,ownership=7d].",
+    ),
     busy_timeout: float = typer.Option(
         10.0,
         callback=_seconds(positive=False),
@@ -364,6 +384,7 @@ def backfill(
             headers=header or (),
             cache_dir=cache_dir(os.environ),
             ca_bundle=ca_bundle,
+            max_age=max_age or "",
         )
         if settings.insecure and (settings.api or "").startswith("https://"):
             typer.echo("ntx: warning: TLS certificate verification is OFF (--insecure)", err=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import wraps
@@ -420,11 +421,13 @@ def plan_jobs(
     today: date,
     coverage: Mapping[int, DateRange],
     force: bool = False,
+    fresh: AbstractSet[int] = frozenset(),
 ) -> Iterator[tuple[Job, ...]]:
     """Each security's jobs of one per-security dataset, produced lazily: a tuple of jobs that
     one worker runs in order, for each security that needs any.
 
-    A snapshot dataset has one job per security. A ranged dataset's jobs fetch what `period`
+    A snapshot dataset has one job per security, except for the `fresh` ones (fetched
+    recently enough; all are fetched when `force`). A ranged dataset's jobs fetch what `period`
     adds to the security's covered range (all of `period` when `force`), at most
     `MAX_JOB_DAYS` each, so a worker holds a bounded share of a long history. They are ordered
     outward from what is covered, so each job's `covers`, committed in that order, is one
@@ -432,7 +435,8 @@ def plan_jobs(
     """
     for security in universe:
         if not spec.ranged:
-            yield (Job(spec.name, security),)
+            if force or security.id not in fresh:
+                yield (Job(spec.name, security),)
             continue
         covered = coverage.get(security.id)
         jobs = tuple(

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -58,6 +58,8 @@ class RunPlan:
     plan_key: str = ""  # runs with the same key resume each other
     plan_json: str = ""  # what --retry-failed needs to repeat this run's plan
     only: Mapping[str, AbstractSet[int]] | None = None  # --retry-failed: just these jobs
+    max_age: Mapping[str, float] = field(default_factory=dict)  # snapshot -> seconds; 0: always
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # for the ages
     busy_timeout: float = BUSY_TIMEOUT
     flush_rows: int = FLUSH_ROWS
     flush_seconds: float = FLUSH_SECONDS
@@ -199,13 +201,19 @@ class Engine:
         lists_result: JobResult,
         done: Mapping[str, AbstractSet[JobKey]],
     ) -> None:
+        only = self.plan.only
         coverage = {
             name: await trio.to_thread.run_sync(store.coverage, name)
             for name in self.plan.datasets
             if DATASETS[name].ranged
         }
-
-        only = self.plan.only
+        fresh = {
+            name: await trio.to_thread.run_sync(
+                store.fetched_since, name, self.plan.now - timedelta(seconds=age)
+            )
+            for name, age in self.plan.max_age.items()
+            if name in self.plan.datasets and age > 0 and not self.plan.force and only is None
+        }  # --retry-failed fetches what failed, however recent the last success
 
         def jobs_of(name: str) -> Iterator[tuple[Job, ...]]:
             """Each security's jobs still to do, without those the resumed runs did."""
@@ -218,6 +226,7 @@ class Engine:
                 today=self.plan.today,
                 coverage=coverage.get(name, {}),
                 force=self.plan.force,
+                fresh=fresh.get(name, frozenset()),
             ):
                 todo = tuple(job for job in jobs if job.key not in finished)
                 if todo:

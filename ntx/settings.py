@@ -9,6 +9,7 @@ config file is `$NTX_CONFIG` (which must exist), else `$XDG_CONFIG_HOME/ntx/conf
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -38,8 +39,13 @@ CONFIG_KEYS = (
     "user_agent",
     "headers",
     "ca_bundle",
+    "max_age",
 )
 DEFAULT_API = "https://www.nepalstock.com.np"  # the real exchange
+# How old a snapshot may be before a run fetches it again, per dataset (seconds).
+DAY = 86400.0
+DEFAULT_MAX_AGE = {"reports": DAY, "dividends": DAY, "ownership": 7 * DAY}
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
 DOCTOR_KEYS = ("api", "timeout", "insecure", "ca_bundle", "user_agent", "header")
 AUTO = "auto"
 DEFAULT_SLEEP = 0.2
@@ -113,6 +119,36 @@ def parse_headers(values: Sequence[str]) -> dict[str, str]:
     return headers
 
 
+def parse_max_age(text: str) -> dict[str, float]:
+    """`ownership=7d,reports=12h,...` as seconds per dataset, over the defaults; `0` means
+    fetch on every run. `ValueError` says what is wrong, in words for the user."""
+    ages = dict(DEFAULT_MAX_AGE)
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, equals, age = (piece.strip() for piece in part.partition("="))
+        if not equals or name not in DEFAULT_MAX_AGE:
+            known = ", ".join(DEFAULT_MAX_AGE)
+            raise ValueError(
+                f"takes DATASET=AGE pairs for {known} (like ownership=7d,reports=12h), got {part!r}"
+            )
+        ages[name] = _seconds_of(age, part)
+    return ages
+
+
+def _seconds_of(age: str, part: str) -> float:
+    if age == "0":
+        return 0.0
+    unit = UNITS.get(age[-1:])
+    try:
+        amount = float(age[:-1]) if unit else math.nan
+    except ValueError:
+        amount = math.nan
+    if unit is None or not (math.isfinite(amount) and amount >= 0):
+        raise ValueError(f"{part!r}: an age is a number and a unit (30m, 12h, 7d) or 0")
+    return amount * unit
+
+
 def default_map(env: Mapping[str, str] | None = None) -> tuple[dict[str, Any], Path | None]:
     """Typer's default map for every command, from the config file; and the file's path."""
     path = config_path(os.environ if env is None else env)
@@ -148,6 +184,7 @@ class BackfillSettings:
     headers: Mapping[str, str] = field(default_factory=dict)  # added to, or replacing, ntx's
     cache_dir: Path | None = None  # None: keep nothing between runs
     ca_bundle: Path | None = None  # more trust anchors (PEM)
+    max_age: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_AGE))
 
 
 def parse_symbols(value: str) -> tuple[str, ...]:
@@ -184,6 +221,7 @@ def resolve_backfill(
     headers: Sequence[str] = (),
     cache_dir: Path | None = None,
     ca_bundle: Path | None = None,
+    max_age: str = "",
     today: date | None = None,
 ) -> BackfillSettings:
     """Apply the rules that join several flags to values Typer has checked one by one.
@@ -251,4 +289,5 @@ def resolve_backfill(
         headers=parse_headers(headers),
         cache_dir=cache_dir,
         ca_bundle=ca_bundle.expanduser() if ca_bundle else None,
+        max_age=parse_max_age(max_age),
     )

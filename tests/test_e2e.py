@@ -381,3 +381,36 @@ async def test_a_from_older_than_the_window_stores_the_window_and_records_the_re
     assert table(db, "prices") == expected["prices"]
     history = recorder.paths("/history/")
     assert len([s for s in history if s.status == 500]) <= 1 + math.ceil(math.log2(days))
+
+
+async def test_snapshots_are_fetched_again_only_once_older_than_their_max_age(
+    start_demo: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, recorder = await start_demo(securities=30, seed=3)
+    market = recorder.app.market
+    universe = default_universe(market)
+    db = tmp_path / "ages.db"
+    args = backfill_args(url, db, "--reports", "--dividends", "--ownership")
+    assert (await run_ntx_async(*args)).returncode == 0
+    snapshot = {name: table(db, name) for name in ("reports", "dividends", "ownership")}
+
+    def fetched(fragment: str) -> int:
+        return len(recorder.paths(fragment))
+
+    recorder.seen.clear()
+    again = await run_ntx_async(*args)  # the defaults: a day, a day, a week
+    assert again.returncode == 0, again.stderr
+    assert fetched("/reports/") == fetched("/dividend/") == fetched("/security/") == 0
+    assert f"=== Ownership: all {len(universe)} securities up to date ===" in again.stdout
+
+    recorder.seen.clear()
+    reports_now = await run_ntx_async(*args, "--max-age", "reports=0")
+    assert reports_now.returncode == 0, reports_now.stderr
+    assert fetched("/reports/") == len(universe)
+    assert fetched("/dividend/") == fetched("/api/nots/security/") == 0  # no ownership
+
+    recorder.seen.clear()
+    forced = await run_ntx_async(*args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert fetched("/reports/") == fetched("/dividend/") == len(universe)
+    assert {name: table(db, name) for name in snapshot} == snapshot  # nothing changed

@@ -412,6 +412,14 @@ class Store:
 
     # ------------------------------------------------------------ reads
 
+    def fetched_since(self, dataset: str, since: datetime) -> set[int]:
+        """The securities whose `dataset` was last fetched whole at `since` or later."""
+        rows = self._conn.execute(
+            "SELECT security_id FROM ntx_coverage WHERE dataset = ? AND fetched_at >= ?",
+            (dataset, since.astimezone(UTC).isoformat(timespec="seconds")),
+        )
+        return {sec_id for (sec_id,) in rows}
+
     def coverage(self, dataset: str) -> dict[int, DateRange]:
         """Each security's covered date range for a ranged dataset."""
         rows = self._conn.execute(
