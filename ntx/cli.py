@@ -291,7 +291,7 @@ def backfill(
         envvar="NTX_MAX_AGE",
         metavar="DATASET=AGE,...",
         help="Fetch a snapshot again only once it is this old (0: every run)"
-        " [default: reports=1d,dividends=1d,ownership=7d].",
+        " [default: companies=1d,reports=1d,dividends=1d,ownership=7d].",
     ),
     busy_timeout: float = typer.Option(
         10.0,

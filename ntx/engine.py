@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from ntx.datasets import COMPANIES, DATASETS, Dataset, choose_universe, plan_jobs
-from ntx.db.store import BUSY_TIMEOUT, Store
+from ntx.db.store import BUSY_TIMEOUT, LIST_LEVEL, Store
 from ntx.errors import FetchError, Interrupted, NotFound, NtxError, OutsideWindow, StoreError
 from ntx.events import (
     DatasetPlanned,
@@ -34,7 +34,7 @@ from ntx.events import (
     Resumed,
     RunSummary,
 )
-from ntx.model import DateRange, Job, JobKey, JobResult, Security, WriteCounts
+from ntx.model import DateRange, Job, JobKey, JobResult, Row, Security, WriteCounts
 from ntx.pace import Pace
 from ntx.pace.throttle import RequestMeter, Slot
 from ntx.sources import Source
@@ -60,6 +60,16 @@ class RunPlan:
     only: Mapping[str, AbstractSet[int]] | None = None  # --retry-failed: just these jobs
     max_age: Mapping[str, float] = field(default_factory=dict)  # snapshot -> seconds; 0: always
     now: datetime = field(default_factory=lambda: datetime.now(UTC))  # for the ages
+
+    def fresh_since(self, dataset: str) -> datetime | None:
+        """The instant after which a fetch of `dataset` is recent enough not to repeat, or
+        None when it is fetched on every run. An age within an hour (or 5%) of the maximum
+        counts as reached, so a daily run whose start time wanders refreshes daily."""
+        age = self.max_age.get(dataset, 0.0)
+        if age <= 0 or self.force:
+            return None
+        return self.now - timedelta(seconds=age - min(3600.0, 0.05 * age))
+
     busy_timeout: float = BUSY_TIMEOUT
     flush_rows: int = FLUSH_ROWS
     flush_seconds: float = FLUSH_SECONDS
@@ -93,6 +103,7 @@ class Engine:
         self._skips: list[Failure] = []
         self._outside: set[tuple[str, str]] = set()  # (dataset, label) asked before the window
         self._fetch_scope: trio.CancelScope | None = None
+        self._same_source = False  # the database's last run read this plan's source
         self.interrupted = False
 
     def interrupt(self) -> None:
@@ -126,7 +137,7 @@ class Engine:
         return await self._run_with_store(universe, lists_result, started)
 
     async def _run_with_store(
-        self, universe: list[Security], lists_result: JobResult, started: float
+        self, universe: list[Security], lists_result: JobResult | None, started: float
     ) -> RunSummary:
         store = await trio.to_thread.run_sync(
             partial(Store.open, self.plan.db_path, busy_timeout=self.plan.busy_timeout)
@@ -181,8 +192,13 @@ class Engine:
             window_starts=self._source.window_starts() if self._source else None,
         )
 
-    async def _fetch_universe(self) -> tuple[list[Security], JobResult]:
-        """Stage one: the lists. Unknown symbols stop the run here, before any write."""
+    async def _fetch_universe(self) -> tuple[list[Security], JobResult | None]:
+        """Stage one: the lists (or, while young enough, the stored ones, and no result to
+        write). Unknown symbols stop the run here, before any write."""
+        stored = await trio.to_thread.run_sync(self._fresh_lists)
+        if stored:
+            await self._announce(COMPANIES.name, jobs=0, up_to_date=1)
+            return choose_universe(stored, self.plan.symbols, self.plan.all_instruments), None
         await self._announce(COMPANIES.name, jobs=1, up_to_date=0)
         async with self._limiter:
             meter = RequestMeter(self._throttle)
@@ -193,12 +209,34 @@ class Engine:
         universe = choose_universe(result.rows, self.plan.symbols, self.plan.all_instruments)
         return universe, result
 
+    def _fresh_lists(self) -> list[Row] | None:
+        """The stored lists if they were fetched recently enough from this same source
+        (blocking; reads only). Notes whether the database's last run read this source:
+        ages count only fetches from it."""
+        if not self.plan.db_path.is_file():
+            return None
+        try:
+            store = Store.open_readonly(self.plan.db_path)
+        except NtxError:
+            return None  # not readable as it is (an older schema, say): fetch the lists
+        try:
+            last = store.last_run()
+            self._same_source = last is not None and last["source"] == self.plan.source_name
+            since = self.plan.fresh_since(COMPANIES.name)
+            if not self._same_source or since is None:
+                return None
+            if LIST_LEVEL not in store.fetched_since(COMPANIES.name, since):
+                return None
+            return store.listing_rows()
+        finally:
+            store.close()
+
     async def _run_jobs(
         self,
         store: Store,
         run_id: int,
         universe: list[Security],
-        lists_result: JobResult,
+        lists_result: JobResult | None,
         done: Mapping[str, AbstractSet[JobKey]],
     ) -> None:
         only = self.plan.only
@@ -207,13 +245,13 @@ class Engine:
             for name in self.plan.datasets
             if DATASETS[name].ranged
         }
-        fresh = {
-            name: await trio.to_thread.run_sync(
-                store.fetched_since, name, self.plan.now - timedelta(seconds=age)
-            )
-            for name, age in self.plan.max_age.items()
-            if name in self.plan.datasets and age > 0 and not self.plan.force and only is None
-        }  # --retry-failed fetches what failed, however recent the last success
+        fresh: dict[str, set[int]] = {}
+        for name in self.plan.datasets:
+            since = self.plan.fresh_since(name)
+            # ages count only fetches from this source, and --retry-failed fetches what
+            # failed whatever the age of the last success
+            if since is not None and self._same_source and only is None:
+                fresh[name] = await trio.to_thread.run_sync(store.fetched_since, name, since)
 
         def jobs_of(name: str) -> Iterator[tuple[Job, ...]]:
             """Each security's jobs still to do, without those the resumed runs did."""
@@ -251,7 +289,8 @@ class Engine:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer.run, receive_results)
             async with send_results:
-                await send_results.send(lists_result)
+                if lists_result is not None:
+                    await send_results.send(lists_result)
                 with self._fetching():
                     async with trio.open_nursery() as fetchers:
                         for name in self.plan.datasets:

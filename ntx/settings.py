@@ -44,7 +44,7 @@ CONFIG_KEYS = (
 DEFAULT_API = "https://www.nepalstock.com.np"  # the real exchange
 # How old a snapshot may be before a run fetches it again, per dataset (seconds).
 DAY = 86400.0
-DEFAULT_MAX_AGE = {"reports": DAY, "dividends": DAY, "ownership": 7 * DAY}
+DEFAULT_MAX_AGE = {"companies": DAY, "reports": DAY, "dividends": DAY, "ownership": 7 * DAY}
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
 DOCTOR_KEYS = ("api", "timeout", "insecure", "ca_bundle", "user_agent", "header")
 AUTO = "auto"

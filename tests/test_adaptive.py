@@ -297,7 +297,7 @@ def test_sleep_accepts_auto_in_any_case_or_seconds(tmp_path: Path) -> None:
     for pace, header in ((" AUTO ", "auto pace from 5 workers, 0.2 s throttle"), ("0.5", "0.5 s")):
         result = run_ntx(
             "backfill", "--demo", "--demo-securities", "3", "--demo-latency-ms", "0",
-            "--ownership", "--progress", "plain", "--db", str(tmp_path / "a.db"),
+            "--ownership", "--progress", "plain", "--db", str(tmp_path / f"{pace.strip()}.db"),
             "--sleep", pace,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr

@@ -97,7 +97,7 @@ BAD_FLAGS = [  # each error names the flag, and says what it wants
     (["--token-max-age", "0"], "--token-max-age: ", "must be a number of seconds > 0"),
     (["-H", "no colon here"], "--header takes NAME: VALUE", "got 'no colon here'"),
     (["--max-age", "ownership=soon"], "--max-age: ", "a number and a unit (30m, 12h, 7d) or 0"),
-    (["--max-age", "prices=1d"], "--max-age: ", "DATASET=AGE pairs for reports, dividends"),
+    (["--max-age", "prices=1d"], "--max-age: ", "DATASET=AGE pairs for companies, reports"),
     (["--wrokers", "3"], "No such option: --wrokers"),
 ]
 BACKFILL_DEFAULTS: dict[str, Any] = {  # what the CLI passes for `ntx backfill` alone
@@ -305,8 +305,8 @@ def test_settings_come_from_env_and_config_but_flags_win(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "(2 workers, 0 s throttle)" in result.stdout  # env beats config; config beats default
     assert (tmp_path / "from-config.db").exists()
-    result = subprocess.run(
-        [*args, "--workers", "4"],
+    result = subprocess.run(  # a new database: the first one's snapshots are all fresh
+        [*args, "--workers", "4", "--db", str(tmp_path / "flag.db")],
         capture_output=True,
         text=True,
         env=env,

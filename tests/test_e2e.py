@@ -398,9 +398,11 @@ async def test_snapshots_are_fetched_again_only_once_older_than_their_max_age(
         return len(recorder.paths(fragment))
 
     recorder.seen.clear()
-    again = await run_ntx_async(*args)  # the defaults: a day, a day, a week
+    again = await run_ntx_async(*args)  # the defaults: a day, a day, a day, a week
     assert again.returncode == 0, again.stderr
     assert fetched("/reports/") == fetched("/dividend/") == fetched("/security/") == 0
+    assert fetched("/company/list") == fetched("/api/nots/security") == 0  # the lists too
+    assert "=== Companies: the stored lists are kept" in again.stdout
     assert f"=== Ownership: all {len(universe)} securities up to date ===" in again.stdout
 
     recorder.seen.clear()
@@ -409,8 +411,18 @@ async def test_snapshots_are_fetched_again_only_once_older_than_their_max_age(
     assert fetched("/reports/") == len(universe)
     assert fetched("/dividend/") == fetched("/api/nots/security/") == 0  # no ownership
 
+    # another source: the ages of what the first one gave do not count
+    other_url, other = await start_demo(securities=30, seed=3)
+    elsewhere = await run_ntx_async(
+        *backfill_args(other_url, db, "--reports", "--dividends", "--ownership")
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert len(other.paths("/company/list")) == 1
+    assert len(other.paths("/reports/")) == len(universe)
+
     recorder.seen.clear()
     forced = await run_ntx_async(*args, "--force")
     assert forced.returncode == 0, forced.stderr
     assert fetched("/reports/") == fetched("/dividend/") == len(universe)
+    assert fetched("/company/list") == 1
     assert {name: table(db, name) for name in snapshot} == snapshot  # nothing changed

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ntx.datasets import MAX_JOB_DAYS, PRICES, REPORTS, plan_jobs
+from ntx.engine import RunPlan
 from ntx.model import DateRange, Security
 
 DAY0 = date(2020, 1, 1)
@@ -101,3 +104,22 @@ def test_snapshot_datasets_plan_one_job_per_security() -> None:
     assert all(len(jobs) == 1 for jobs in planned)
     jobs = [job for (job,) in planned]
     assert [j.security for j in jobs] == secs and all(not j.ranges for j in jobs)
+
+
+def test_a_snapshot_is_fresh_for_its_max_age_less_a_little_for_a_wandering_daily_run() -> None:
+    now = datetime(2026, 12, 2, 18, 0, tzinfo=UTC)
+    plan = RunPlan(
+        datasets=("reports", "ownership", "prices"),
+        db_path=Path("x.db"),
+        period=DateRange(date(2026, 1, 1), date(2026, 12, 2)),
+        today=date(2026, 12, 2),
+        workers=1,
+        max_age={"reports": 86400.0, "ownership": 1800.0, "dividends": 0.0},
+        now=now,
+    )
+    # yesterday's run at 18:00:05 is old enough today at 18:00: the daily run refreshes daily
+    assert plan.fresh_since("reports") == now - timedelta(hours=23)
+    assert plan.fresh_since("ownership") == now - timedelta(minutes=28.5)
+    assert plan.fresh_since("dividends") is None  # 0: every run
+    assert plan.fresh_since("prices") is None  # not a snapshot
+    assert replace(plan, force=True).fresh_since("reports") is None

@@ -412,6 +412,11 @@ class Store:
 
     # ------------------------------------------------------------ reads
 
+    def listing_rows(self) -> list[Row]:
+        """The stored `securities` rows, as the lists job makes them."""
+        table = TABLES["companies"]
+        return self._conn.execute(f"SELECT {', '.join(table.columns)} FROM {table.name}").fetchall()
+
     def fetched_since(self, dataset: str, since: datetime) -> set[int]:
         """The securities whose `dataset` was last fetched whole at `since` or later."""
         rows = self._conn.execute(

@@ -23,7 +23,7 @@ from ntx.events import (
     RunFinished,
     RunStarted,
 )
-from ntx.ui.tally import Tracker, plural, ranges_text, resumed_line, summary_lines
+from ntx.ui.tally import Tracker, plural, ranges_text, resumed_line, summary_lines, up_to_date
 
 
 class PlainRenderer:
@@ -46,9 +46,7 @@ class PlainRenderer:
             case RunStarted():
                 self._print(f"ntx: backfilling from {event.source} into {event.db_path}")
             case DatasetPlanned() if event.jobs == 0:
-                self._print(
-                    f"=== {event.title}: all {event.up_to_date:,} securities up to date ==="
-                )
+                self._print(f"=== {event.title}: {up_to_date(event.dataset, event.up_to_date)} ===")
             case JobStarted():
                 if event.dataset not in self._headed and tracker.run is not None:
                     self._headed.add(event.dataset)
