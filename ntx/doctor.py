@@ -124,7 +124,8 @@ class Doctor:
                 infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
             except OSError as exc:
                 raise CheckFailed(
-                    f"cannot resolve {host} ({innermost_reason(exc)})", _ADVICE["network"]
+                    f"cannot resolve {host} ({innermost_reason(exc)})",
+                    _ADVICE["name resolution and TCP"],
                 ) from exc
             started = time.monotonic()
             try:
@@ -132,7 +133,7 @@ class Doctor:
             except OSError as exc:
                 raise CheckFailed(
                     f"cannot connect to {host} port {port} ({innermost_reason(exc)})",
-                    _ADVICE["network"],
+                    _ADVICE["name resolution and TCP"],
                 ) from exc
             await stream.aclose()
         address = infos[0][4][0]
@@ -238,7 +239,6 @@ _SITE_CHANGED = (
     "the site may have changed its API: see docs/nepse-api.md, and report it with this output"
 )
 _ADVICE = {
-    "network": "check the URL (--api), your network, DNS, or proxy settings",
     "name resolution and TCP": "check the URL (--api), your network, DNS, or proxy settings",
     "TLS": "see docs/troubleshooting.md on certificates; --ca-bundle PATH adds authorities",
     "token module": _SITE_CHANGED,

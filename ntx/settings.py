@@ -101,8 +101,8 @@ def _as_text(value: Any) -> str:
 
 
 def cache_dir(env: Mapping[str, str]) -> Path:
-    """Where ntx keeps what it may fetch again (the site's token module):
-    `$XDG_CACHE_HOME/ntx`, else `~/.cache/ntx`."""
+    """Where ntx keeps what it may fetch again (the site's token module, the intermediate
+    certificates AIA chasing found): `$XDG_CACHE_HOME/ntx`, else `~/.cache/ntx`."""
     return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ntx"
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,6 +28,7 @@ from ntx.errors import CertificateError, ConnectionDropped, NtxError, TransportE
 from ntx.net.chain import ISSUER_UNKNOWN, ChainCompleter, links_only
 
 Params = Mapping[str, str | int]
+E = TypeVar("E", bound=BaseException)
 # The real exchange's site is read by browsers; some networks answer other clients empty.
 BROWSER_USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
@@ -168,14 +169,14 @@ class HttpClient:
         """What a connection that gave no answer means: a certificate that cannot be
         verified, a name that does not resolve, another TLS failure, or (most often) a
         server that closed, reset or refused it: a drop."""
-        tls = _tls_error(exc)
+        tls = _cause(exc, ssl.SSLError)  # the server's TLS, not its load
         if isinstance(tls, ssl.SSLCertVerificationError):
             return CertificateError(
                 f"the TLS certificate of {self._client.base_url.host} cannot be verified"
                 f" ({innermost_reason(exc)}): give --ca-bundle PATH with the authority that"
                 " issued it, or --insecure to skip verification (warned; avoid)"
             )
-        if tls is not None or _caused_by(exc, socket.gaierror):
+        if tls is not None or _cause(exc, socket.gaierror) is not None:
             return TransportError(self._failure(exc, path))
         return ConnectionDropped(self._failure(exc, path))
 
@@ -204,24 +205,14 @@ class HttpClient:
 DROPS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+def _cause(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of `kind` among `exc` and what caused it (groups searched)."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, kind):
-            return True
-        if isinstance(seen, BaseExceptionGroup):
-            return any(_caused_by(inner, kind) for inner in seen.exceptions)
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _tls_error(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS failure behind `exc`, if it was one (a certificate, a protocol mismatch):
-    the server's TLS, not its load."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
             return seen
+        if isinstance(seen, BaseExceptionGroup):
+            return next((c for i in seen.exceptions if (c := _cause(i, kind))), None)
         seen = seen.__cause__ or seen.__context__
     return None
 
