@@ -96,7 +96,9 @@ class Engine:
         self._events = events
         self._limiter = pace.limiter
         self._totals = {
-            name: DatasetTotals(name, DATASETS[name].title)
+            name: DatasetTotals(
+                name, DATASETS[name].title, per_security=DATASETS[name].per_security
+            )
             for name in (COMPANIES.name, *plan.datasets)
         }
         self._failures: list[Failure] = []
@@ -401,7 +403,9 @@ class Engine:
     async def _announce(self, name: str, jobs: int, up_to_date: int) -> None:
         totals = self._totals[name]
         totals.jobs, totals.up_to_date = jobs, up_to_date
-        await self._events.send(DatasetPlanned(name, totals.title, jobs, up_to_date))
+        await self._events.send(
+            DatasetPlanned(name, totals.title, jobs, up_to_date, totals.per_security)
+        )
 
 
 def _is_interrupt(exc: BaseException) -> bool:

@@ -45,6 +45,7 @@ class DatasetPlanned:
     title: str
     jobs: int
     up_to_date: int
+    per_security: bool = True  # False: the lists, fetched as one job
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class DatasetTotals:
     title: str
     jobs: int = 0
     up_to_date: int = 0
+    per_security: bool = True  # False: the lists, fetched as one job
     done: int = 0
     failed: int = 0
     skipped: int = 0

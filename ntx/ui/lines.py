@@ -46,7 +46,9 @@ class PlainRenderer:
             case RunStarted():
                 self._print(f"ntx: backfilling from {event.source} into {event.db_path}")
             case DatasetPlanned() if event.jobs == 0:
-                self._print(f"=== {event.title}: {up_to_date(event.dataset, event.up_to_date)} ===")
+                self._print(
+                    f"=== {event.title}: {up_to_date(event.per_security, event.up_to_date)} ==="
+                )
             case JobStarted():
                 if event.dataset not in self._headed and tracker.run is not None:
                     self._headed.add(event.dataset)

@@ -118,12 +118,9 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else many or noun + 's'}"
 
 
-LISTS = "companies"  # the dataset that is the two lists, not one job per security
-
-
-def up_to_date(dataset: str, count: int, *, already: bool = False) -> str:
-    """How a plan's up-to-date part reads: the lists, or so many securities."""
-    if dataset == LISTS:
+def up_to_date(per_security: bool, count: int, *, already: bool = False) -> str:
+    """How a plan's up-to-date part reads: so many securities, or the lists."""
+    if not per_security:
         return "the stored lists are kept: fetched within their --max-age"
     return f"{count:,} already up to date" if already else f"all {count:,} securities up to date"
 
@@ -158,7 +155,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
         line += f" in {format_duration(totals.elapsed)}"
         notes = [plural(totals.retries, "retry", "retries")] if totals.retries else []
         if totals.up_to_date:
-            notes.append(up_to_date(totals.dataset, totals.up_to_date, already=True))
+            notes.append(up_to_date(totals.per_security, totals.up_to_date, already=True))
         lines.append(line + (f" ({', '.join(notes)})" if notes else ""))
     rate = summary.requests / summary.elapsed if summary.elapsed > 0 else 0.0
     retries = sum(t.retries for t in summary.datasets.values())
