@@ -33,7 +33,6 @@ import trio
 
 from ntx.errors import (
     AccessDenied,
-    ConnectionDropped,
     DateNotServed,
     FetchError,
     HttpStatusError,
@@ -41,7 +40,7 @@ from ntx.errors import (
     OutsideWindow,
     TokenRefused,
 )
-from ntx.pace.throttle import RequestGate, Throttle
+from ntx.pace.throttle import Outcome, RequestGate, Throttle
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -71,14 +70,14 @@ def classify(error: FetchError) -> Verdict:
 
 
 def _congestion(error: FetchError) -> str | None:
-    """Why `error` asks every worker to slow down, or None when it says nothing of the pace."""
-    if isinstance(error, HttpStatusError) and error.status == 429:
-        return "the server asked to slow down (HTTP 429)"
-    if isinstance(error, HttpStatusError) and error.status == 503:
-        return "the server is overloaded (HTTP 503)"
-    if isinstance(error, ConnectionDropped):
-        return "the server dropped a connection"
-    return None
+    """Why `error` asks every worker to slow down (congestion, as the throttle's `Outcome`
+    defines it), or None when it says nothing of the pace."""
+    if Outcome.of(error) is not Outcome.CONGESTED:
+        return None
+    if isinstance(error, HttpStatusError):
+        words = "asked to slow down" if error.status == 429 else "is overloaded"
+        return f"the server {words} (HTTP {error.status})"
+    return "the server dropped a connection"
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
