@@ -12,12 +12,13 @@ import json
 import os
 import signal
 import sys
+from datetime import date
 from functools import partial
 from typing import Any
 
 import trio
 
-from ntx.datasets import PER_SECURITY
+from ntx.datasets import PER_SECURITY, PRICES
 from ntx.db.lock import exclusive
 from ntx.db.store import Store, check_path
 from ntx.engine import Engine, RunPlan
@@ -26,6 +27,7 @@ from ntx.events import Event, Handshook, Paused, RunFinished, RunStarted, RunSum
 from ntx.model import DateRange
 from ntx.net.client import open_client, site_headers
 from ntx.pace import Pace
+from ntx.price_plan import PricesBy
 from ntx.settings import BackfillSettings
 from ntx.sources.nepse.session import ModuleCache, Session
 from ntx.sources.nepse.source import NepseSource
@@ -73,11 +75,13 @@ def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
         "to": settings.period.end.isoformat(),
         "force": settings.force,
         "max_age": dict(settings.max_age),
+        "prices_by": settings.prices_by.value,
     }
     only = None
+    only_days = None
     key = None
     if settings.retry_failed:
-        plan, only, last_id = _failed_of_last_run(settings)
+        plan, only, only_days, last_id = _failed_of_last_run(settings)
         key = f"retry-failed:{last_id}"
     plan_json = json.dumps(plan, sort_keys=True)
     return RunPlan(
@@ -90,6 +94,8 @@ def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
         all_instruments=plan["all_instruments"],
         force=plan["force"],
         max_age=plan.get("max_age", {}),
+        prices_by=PricesBy(plan.get("prices_by", PricesBy.AUTO)),
+        only_days=only_days,
         command=command,
         source_name=source_identity(settings),
         busy_timeout=settings.busy_timeout,
@@ -101,8 +107,9 @@ def make_plan(settings: BackfillSettings, command: str) -> RunPlan:
 
 def _failed_of_last_run(
     settings: BackfillSettings,
-) -> tuple[dict[str, Any], dict[str, set[int]], int]:
-    """The last run's plan, its failed jobs per dataset, and its id."""
+) -> tuple[dict[str, Any], dict[str, set[int]], set[date], int]:
+    """The last run's plan, its failed jobs per dataset (securities; and the business dates
+    of failed by-date price jobs), and its id."""
     if not settings.db.is_file():
         raise UsageError(f"--retry-failed: {settings.db} has no runs yet")
     store = Store.open(settings.db, busy_timeout=settings.busy_timeout)
@@ -111,16 +118,24 @@ def _failed_of_last_run(
         if last is None or not last.get("plan"):
             raise UsageError(f"--retry-failed: {settings.db} has no run to repeat")
         failed: dict[str, set[int]] = {}
-        for dataset, security_id, status, _ in store.unfinished_jobs(last["id"]):
-            if status == "failed" and security_id is not None:
+        days: set[date] = set()
+        for dataset, security_id, ranges, status, _ in store.unfinished_jobs(last["id"]):
+            if status != "failed":
+                continue
+            if security_id is not None:
                 failed.setdefault(dataset, set()).add(security_id)
+            elif dataset == PRICES.name and ranges:
+                days.add(date.fromisoformat(ranges[:10]))  # a by-date job: one day
     finally:
         store.close()
-    if not failed:
+    if not failed and not days:
         raise NothingToRetry(f"run {last['id']} has no failed jobs: nothing to retry")
     plan: dict[str, Any] = json.loads(last["plan"])
-    plan["datasets"] = [name for name in PER_SECURITY if name in failed]
-    return plan, failed, last["id"]
+    plan["datasets"] = [
+        name for name in PER_SECURITY if name in failed or (name == PRICES.name and days)
+    ]
+    failed.setdefault(PRICES.name, set())
+    return plan, failed, days, last["id"]
 
 
 async def _watch_signals(engine: Engine, *, task_status: trio.TaskStatus[None]) -> None:

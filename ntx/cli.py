@@ -32,11 +32,14 @@ from ntx.db.lock import holder
 from ntx.db.store import Store
 from ntx.demo import options as demo
 from ntx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, NtxError, UsageError, reportable
+from ntx.price_plan import PricesBy
 from ntx.settings import (
     AUTO,
     DEFAULT_API,
+    DEFAULT_MAX_AGE,
     cache_dir,
     default_map,
+    max_age_text,
     parse_headers,
     parse_max_age,
     resolve_backfill,
@@ -291,7 +294,16 @@ def backfill(
         envvar="NTX_MAX_AGE",
         metavar="DATASET=AGE,...",
         help="Fetch a snapshot again only once it is this old (0: every run)"
-        " [default: companies=1d,reports=1d,dividends=1d,ownership=7d].",
+        f" [default: {max_age_text(DEFAULT_MAX_AGE)}].",
+    ),
+    prices_by: PricesBy = typer.Option(
+        PricesBy.AUTO,
+        "--prices-by",
+        envvar="NTX_PRICES_BY",
+        case_sensitive=False,
+        help="Fetch prices by business date (every security's day, opens included), by"
+        " security (one history each, no opens), or auto: by date unless by security costs"
+        " a tenth as many requests.",
     ),
     busy_timeout: float = typer.Option(
         10.0,
@@ -330,6 +342,7 @@ def backfill(
     faults: demo.Faults = None,
     demo_token_ttl: demo.TokenTtl = None,
     demo_window_days: demo.WindowDays = None,
+    demo_today: demo.Today = None,
 ) -> None:
     """Fetch market data into the database. No dataset flag means all five."""
 
@@ -340,6 +353,7 @@ def backfill(
             "--faults": faults,
             "--demo-token-ttl": demo_token_ttl,
             "--demo-window-days": demo_window_days,
+            "--demo-today": demo_today,
         }
         settings = resolve_backfill(
             datasets={
@@ -372,6 +386,7 @@ def backfill(
                 faults,
                 demo_token_ttl,
                 demo_window_days,
+                demo_today,
             )
             if use_demo
             else None,
@@ -385,6 +400,7 @@ def backfill(
             cache_dir=cache_dir(os.environ),
             ca_bundle=ca_bundle,
             max_age=max_age or "",
+            prices_by=prices_by,
         )
         if settings.insecure and (settings.api or "").startswith("https://"):
             typer.echo("ntx: warning: TLS certificate verification is OFF (--insecure)", err=True)
@@ -480,6 +496,7 @@ def demo_serve(
     faults: demo.Faults = None,
     token_ttl: demo.TokenTtl = None,
     window_days: demo.WindowDays = None,
+    today: demo.Today = None,
 ) -> None:
     """Serve the demo exchange: a NEPSE-compatible API with deterministic synthetic data."""
     # imported here, as in ntx.backfill: a backfill from a real API never loads hypercorn
@@ -488,7 +505,15 @@ def demo_serve(
 
     def run() -> None:
         options = demo.demo_options(
-            securities, seed, latency_ms, rate_limit, fail_rate, faults, token_ttl, window_days
+            securities,
+            seed,
+            latency_ms,
+            rate_limit,
+            fail_rate,
+            faults,
+            token_ttl,
+            window_days,
+            today,
         )
         app_ = build_demo_app(options)
         market = app_.market
@@ -524,7 +549,7 @@ def demo_serve(
                 )
                 typer.echo(
                     f"Demo exchange at {url}: {len(market.securities)} securities"
-                    f" ({equities} active equities), seed {market.seed},"
+                    f" ({equities} active equities), seed {market.seed}, market day {market.today},"
                     f" {app_.latency * 1000:g} ms latency, tokens living {options.token_ttl:g} s,"
                     f" {history}{faulty}. Ctrl-C stops it.",
                 )

@@ -174,10 +174,14 @@ def choose_universe(
 
 
 async def _fetch_prices(source: Source, job: Job) -> list[Row]:
-    """Each page becomes rows as it arrives: a long history is held as rows, not answers."""
+    """Each page becomes rows as it arrives: a long history is held as rows, not answers.
+    A by-date job asks for every security's day, the others for one security's history."""
 
     def keep(page: list[Wire]) -> list[Row]:
-        return _price_rows(page, job)
+        return _price_rows(page, job) if job.day is None else _day_rows(page, job)
+
+    if job.day is not None:
+        return await source.prices_on(job.day, keep)
 
     rows: list[Row] = []
     for period in job.ranges:
@@ -206,6 +210,35 @@ def _price_rows(wire: list[Wire], job: Job) -> list[Row]:
                 number(item.get("totalTradedQuantity")),
                 number(item.get("totalTradedValue")),
                 number(item.get("totalTrades")),
+                None,  # the by-date columns: history has none of them
+                None,
+                None,
+                None,
+            )
+        )
+    return rows
+
+
+@_shape_checked
+def _day_rows(wire: list[Wire], job: Job) -> list[Row]:
+    """The `prices` rows of one page of the by-date answer: every column, open included."""
+    rows = []
+    for item in wire:
+        rows.append(
+            (
+                int(item["securityId"]),
+                date.fromisoformat(item["businessDate"]).isoformat(),
+                number(item.get("openPrice")),
+                number(item["highPrice"]),
+                number(item["lowPrice"]),
+                number(item["closePrice"]),
+                number(item.get("totalTradedQuantity")),
+                number(item.get("totalTradedValue")),
+                number(item.get("totalTrades")),
+                number(item.get("previousDayClosePrice")),
+                number(item.get("averageTradedPrice")),
+                number(item.get("fiftyTwoWeekHigh")),
+                number(item.get("fiftyTwoWeekLow")),
             )
         )
     return rows
@@ -215,7 +248,7 @@ CLOSE_TOLERANCE = 0.001  # close may stray this share of high (at least 0.01) ou
 
 
 def _check_price(row: Row, job: Job) -> str | None:
-    _, day, _, high, low, close, volume, turnover, trades = row
+    _, day, opened, high, low, close, volume, turnover, trades, _, _, high_52w, low_52w = row
     if not any(date.fromisoformat(day) in period for period in job.ranges):
         return f"date {day} is outside the requested range"
     if high is None or low is None or close is None:
@@ -223,11 +256,14 @@ def _check_price(row: Row, job: Job) -> str | None:
     if low > high:
         return f"low {low} is above high {high}"
     tolerance = max(0.01, CLOSE_TOLERANCE * abs(high))
-    if not low - tolerance <= close <= high + tolerance:
-        return f"close {close} is outside [low {low}, high {high}]"
+    for name, value in (("close", close), ("open", opened)):
+        if value is not None and not low - tolerance <= value <= high + tolerance:
+            return f"{name} {value} is outside [low {low}, high {high}]"
     for name, value in (("volume", volume), ("turnover", turnover), ("trades", trades)):
         if value is not None and value < 0:
             return f"{name} {value} is negative"
+    if high_52w is not None and low_52w is not None and low_52w > high_52w:
+        return f"52-week low {low_52w} is above the 52-week high {high_52w}"
     return None
 
 
@@ -354,6 +390,33 @@ def _ownership_rows(wire: dict[str, Wire], job: Job) -> list[Row]:
     ]
 
 
+# ---------------------------------------------------------------- the trading calendar
+
+
+async def _fetch_holidays(source: Source, job: Job) -> list[Wire]:
+    return await source.holidays(job.ranges[0].start.year)
+
+
+@_shape_checked
+def _holiday_rows(wire: list[Wire], job: Job) -> list[Row]:
+    return _unique_by_key(
+        (
+            (
+                date.fromisoformat(item["holidayDate"][:10]).isoformat(),
+                text(item.get("holidayDescription")),
+            )
+            for item in wire
+        ),
+        1,
+    )
+
+
+def _check_holiday(row: Row, job: Job) -> str | None:
+    if date.fromisoformat(row[0]) not in job.ranges[0]:
+        return f"holiday {row[0]} is not in the year asked for"
+    return None
+
+
 # ---------------------------------------------------------------- the specs
 
 COMPANIES = Dataset(
@@ -401,8 +464,18 @@ OWNERSHIP = Dataset(
     check=_check_ownership,
 )
 
+HOLIDAYS = Dataset(
+    name="holidays",
+    title="Calendar",
+    table=TABLES["holidays"],
+    fetch=_fetch_holidays,
+    to_rows=_holiday_rows,
+    check=_check_holiday,
+    per_security=False,
+)
+
 DATASETS: dict[str, Dataset] = {
-    spec.name: spec for spec in (COMPANIES, PRICES, REPORTS, DIVIDENDS, OWNERSHIP)
+    spec.name: spec for spec in (COMPANIES, PRICES, REPORTS, DIVIDENDS, OWNERSHIP, HOLIDAYS)
 }
 PER_SECURITY = tuple(name for name, spec in DATASETS.items() if spec.per_security)
 

@@ -196,9 +196,10 @@ class Doctor:
             return "none needed: prove answers 404 (a mirror, read without a token)"
         if self._mirror:
             raise CheckFailed("prove answers, but the token module is missing", _SITE_CHANGED)
+        market = self._source.session.market
         return (
             f"token received ({len(credentials.token)} characters, not shown);"
-            f" market-open id {self._source.session.market_id}"
+            f" market-open id {market.id if market else 'unknown'}"
         )
 
     async def authenticated_get(self) -> str:

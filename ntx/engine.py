@@ -21,7 +21,15 @@ from pathlib import Path
 
 import trio
 
-from ntx.datasets import COMPANIES, DATASETS, Dataset, choose_universe, plan_jobs
+from ntx.datasets import (
+    COMPANIES,
+    DATASETS,
+    HOLIDAYS,
+    PRICES,
+    Dataset,
+    choose_universe,
+    plan_jobs,
+)
 from ntx.db.store import BUSY_TIMEOUT, LIST_LEVEL, Store
 from ntx.errors import FetchError, Interrupted, NotFound, NtxError, OutsideWindow, StoreError
 from ntx.events import (
@@ -31,13 +39,16 @@ from ntx.events import (
     Failure,
     JobFinished,
     JobStarted,
+    PricesPlanned,
     Resumed,
     RunSummary,
 )
 from ntx.model import DateRange, Job, JobKey, JobResult, Row, Security, WriteCounts
 from ntx.pace import Pace
 from ntx.pace.throttle import RequestMeter, Slot
+from ntx.price_plan import PricePlan, PricesBy, calendar_jobs, plan_prices
 from ntx.sources import Source
+from ntx.sources.nepse.wire import MarketOpen
 from ntx.writer import FLUSH_ROWS, FLUSH_SECONDS, Writer
 
 
@@ -59,6 +70,8 @@ class RunPlan:
     plan_json: str = ""  # what --retry-failed needs to repeat this run's plan
     only: Mapping[str, AbstractSet[int]] | None = None  # --retry-failed: just these jobs
     max_age: Mapping[str, float] = field(default_factory=dict)  # snapshot -> seconds; 0: always
+    prices_by: PricesBy = PricesBy.AUTO
+    only_days: AbstractSet[date] | None = None  # --retry-failed: just these by-date jobs
     now: datetime = field(default_factory=lambda: datetime.now(UTC))  # for the ages
 
     def fresh_since(self, dataset: str) -> datetime | None:
@@ -73,6 +86,9 @@ class RunPlan:
     busy_timeout: float = BUSY_TIMEOUT
     flush_rows: int = FLUSH_ROWS
     flush_seconds: float = FLUSH_SECONDS
+
+
+UNITS = {COMPANIES.name: "lists", HOLIDAYS.name: "calendar years"}  # else securities
 
 
 class ListsUnavailable(NtxError):
@@ -95,12 +111,12 @@ class Engine:
         self._throttle = pace.throttle
         self._events = events
         self._limiter = pace.limiter
+        calendar = (HOLIDAYS.name,) if PRICES.name in plan.datasets else ()
         self._totals = {
-            name: DatasetTotals(
-                name, DATASETS[name].title, per_security=DATASETS[name].per_security
-            )
-            for name in (COMPANIES.name, *plan.datasets)
+            name: DatasetTotals(name, DATASETS[name].title, unit=UNITS.get(name, "securities"))
+            for name in (COMPANIES.name, *calendar, *plan.datasets)
         }
+        self._price_plan: PricesPlanned | None = None
         self._failures: list[Failure] = []
         self._skips: list[Failure] = []
         self._outside: set[tuple[str, str]] = set()  # (dataset, label) asked before the window
@@ -164,6 +180,11 @@ class Engine:
                 await self._events.send(Resumed(resumes, sum(len(ids) for ids in done.values())))
             try:
                 await self._run_jobs(store, run_id, universe, lists_result, done)
+                without_open = 0
+                if PRICES.name in self.plan.datasets:
+                    without_open = await trio.to_thread.run_sync(
+                        store.without_open, self.plan.period
+                    )
                 if self.interrupted:
                     status = "interrupted"
                 else:
@@ -191,8 +212,16 @@ class Engine:
             skips=self._skips,
             interrupted=self.interrupted,
             command=self.plan.command,
-            window_starts=self._source.window_starts() if self._source else None,
+            window_starts=self._window_starts(),
+            price_plan=self._price_plan,
+            without_open=without_open,
         )
+
+    def _window_starts(self) -> date | None:
+        """The first day the server serves, by either endpoint, if the run met its edge."""
+        if self._source is None:
+            return None
+        return self._source.window_starts() or self._source.window_starts(by_date=True)
 
     async def _fetch_universe(self) -> tuple[list[Security], JobResult | None]:
         """Stage one: the lists (or, while young enough, the stored ones, and no result to
@@ -254,20 +283,34 @@ class Engine:
             # failed whatever the age of the last success
             if since is not None and self._same_source and only is None:
                 fresh[name] = await trio.to_thread.run_sync(store.fetched_since, name, since)
+        first_results = [lists_result] if lists_result is not None else []
+        prices: PricePlan | None = None
+        if PRICES.name in self.plan.datasets:
+            calendar, holidays, market = await self._calendar(store, done)
+            first_results += calendar
+            prices = await self._plan_prices(
+                store, run_id, universe, holidays, market, coverage.get(PRICES.name, {})
+            )
 
         def jobs_of(name: str) -> Iterator[tuple[Job, ...]]:
-            """Each security's jobs still to do, without those the resumed runs did."""
+            """Each security's jobs still to do (or, by date, each date's), without those
+            the resumed runs did."""
             finished = done.get(name, frozenset())
             wanted = only.get(name, frozenset()) if only is not None else None
-            for jobs in plan_jobs(
-                DATASETS[name],
-                (sec for sec in universe if wanted is None or sec.id in wanted),
-                period=self.plan.period,
-                today=self.plan.today,
-                coverage=coverage.get(name, {}),
-                force=self.plan.force,
-                fresh=fresh.get(name, frozenset()),
-            ):
+            planned = (
+                iter(prices.jobs)
+                if name == PRICES.name and prices is not None
+                else plan_jobs(
+                    DATASETS[name],
+                    (sec for sec in universe if wanted is None or sec.id in wanted),
+                    period=self.plan.period,
+                    today=self.plan.today,
+                    coverage=coverage.get(name, {}),
+                    force=self.plan.force,
+                    fresh=fresh.get(name, frozenset()),
+                )
+            )
+            for jobs in planned:
                 todo = tuple(job for job in jobs if job.key not in finished)
                 if todo:
                     yield todo
@@ -277,7 +320,10 @@ class Engine:
             for todo in jobs_of(name):
                 securities += 1
                 count += len(todo)
-            await self._announce(name, jobs=count, up_to_date=len(universe) - securities)
+            if name == PRICES.name and prices is not None and prices.chosen == "date":
+                await self._announce(name, count, prices.needed - securities, unit="sessions")
+            else:
+                await self._announce(name, jobs=count, up_to_date=len(universe) - securities)
 
         writer = Writer(
             store,
@@ -291,8 +337,8 @@ class Engine:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer.run, receive_results)
             async with send_results:
-                if lists_result is not None:
-                    await send_results.send(lists_result)
+                for result in first_results:
+                    await send_results.send(result)
                 with self._fetching():
                     async with trio.open_nursery() as fetchers:
                         for name in self.plan.datasets:
@@ -300,6 +346,94 @@ class Engine:
                                 slot = object()
                                 await self._limiter.acquire_on_behalf_of(slot)
                                 fetchers.start_soon(self._fetch_and_send, jobs, slot, send_results)
+
+    async def _calendar(
+        self, store: Store, done: Mapping[str, AbstractSet[JobKey]]
+    ) -> tuple[list[JobResult], set[date], MarketOpen | None]:
+        """Stage two, when prices run: the holiday lists of the period's years that are not
+        stored or are stale (in order, stopping at a failure: each covers the years before
+        it), and the market's state, which the first token's handshake brings. Returns the
+        results for the writer, the holidays known, and the market's state."""
+        holidays = set(await trio.to_thread.run_sync(store.holidays))
+        covered = None
+        fetched = None
+        if self._same_source:
+            covered = (await trio.to_thread.run_sync(store.coverage, HOLIDAYS.name)).get(LIST_LEVEL)
+            fetched = await trio.to_thread.run_sync(store.fetched_at, HOLIDAYS.name, LIST_LEVEL)
+        since = self.plan.fresh_since(HOLIDAYS.name)
+        finished = done.get(HOLIDAYS.name, frozenset())
+        jobs = [
+            job
+            for job in calendar_jobs(self.plan.period, covered, fetched, since)
+            if job.key not in finished
+        ]
+        years = self.plan.period.end.year - self.plan.period.start.year + 1
+        await self._announce(HOLIDAYS.name, jobs=len(jobs), up_to_date=years - len(jobs))
+        results: list[JobResult] = []
+        market = None
+        with self._fetching():
+            async with self._limiter:
+                rest = Slot()
+                for job in jobs:
+                    result = await self._fetch(job, RequestMeter(self._throttle, rest))
+                    results.append(result)
+                    if not result.ok:
+                        break
+                    holidays.update(date.fromisoformat(row[0]) for row in result.rows)
+                meter = RequestMeter(self._throttle, rest)
+                assert self._source is not None, "run() sets the source"
+                with suppress(FetchError):
+                    market = await self._source.bind(meter).market_day()
+                self._totals[HOLIDAYS.name].requests += meter.count
+                await rest.rested()
+        return results, holidays, market
+
+    async def _plan_prices(
+        self,
+        store: Store,
+        run_id: int,
+        universe: Sequence[Security],
+        holidays: set[date],
+        market: MarketOpen | None,
+        coverage: Mapping[int, DateRange],
+    ) -> PricePlan:
+        """The cheaper way to fetch the missing prices (or the one asked for), announced
+        and recorded with the run. Dates after the server's latest business date are not
+        asked; that date itself is final once the market has closed on it."""
+        today = self.plan.today
+        last_day, final_through = today, today - timedelta(days=1)
+        if market is not None and market.day is not None:
+            last_day = market.day
+            final_through = market.day if market.closed else market.day - timedelta(days=1)
+        only = self.plan.only
+        wanted = only.get(PRICES.name, frozenset()) if only is not None else None
+        plan = plan_prices(
+            [sec for sec in universe if wanted is None or sec.id in wanted],
+            period=self.plan.period,
+            today=today,
+            last_day=last_day,
+            final_through=final_through,
+            holidays=holidays,
+            dates_known=await trio.to_thread.run_sync(store.dates, PRICES.name),
+            coverage=coverage,
+            most_rows=await trio.to_thread.run_sync(store.rows_per_date, PRICES.name),
+            mode=self.plan.prices_by,
+            force=self.plan.force,
+            only_days=self.plan.only_days,
+        )
+        event = PricesPlanned(
+            plan.chosen,
+            plan.by_date,
+            plan.by_security,
+            plan.dates,
+            plan.securities,
+            plan.reason,
+            plan.line,
+        )
+        self._price_plan = event
+        await trio.to_thread.run_sync(store.note_price_plan, run_id, plan.line)
+        await self._events.send(event)
+        return plan
 
     async def _fetch_and_send(
         self, jobs: tuple[Job, ...], slot: object, results: trio.MemorySendChannel[JobResult]
@@ -367,7 +501,7 @@ class Engine:
         job is cut to the window's first day once it is known (the source finds it when
         the server first refuses a date), and the days cut off are kept in the result."""
         assert self._source is not None, "run() sets the source"
-        first = self._source.window_starts()
+        first = self._source.window_starts(by_date=job.day is not None)
         while True:
             cut, outside = job.within(first)
             if cut is None:
@@ -400,12 +534,13 @@ class Engine:
             totals.failed += 1
             self._failures.append(failure)
 
-    async def _announce(self, name: str, jobs: int, up_to_date: int) -> None:
+    async def _announce(
+        self, name: str, jobs: int, up_to_date: int, unit: str | None = None
+    ) -> None:
         totals = self._totals[name]
         totals.jobs, totals.up_to_date = jobs, up_to_date
-        await self._events.send(
-            DatasetPlanned(name, totals.title, jobs, up_to_date, totals.per_security)
-        )
+        totals.unit = unit or totals.unit
+        await self._events.send(DatasetPlanned(name, totals.title, jobs, up_to_date, totals.unit))
 
 
 def _is_interrupt(exc: BaseException) -> bool:

@@ -45,7 +45,21 @@ class DatasetPlanned:
     title: str
     jobs: int
     up_to_date: int
-    per_security: bool = True  # False: the lists, fetched as one job
+    unit: str = "securities"  # what a job is for: securities, sessions, years, or the lists
+
+
+@dataclass(frozen=True)
+class PricesPlanned:
+    """How this run fetches prices (`date`, `security` or `none`) and what each way would
+    cost in requests; `line` says it in words."""
+
+    chosen: str
+    by_date: int
+    by_security: int
+    sessions: int
+    securities: int
+    reason: str
+    line: str
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,7 @@ class DatasetTotals:
     title: str
     jobs: int = 0
     up_to_date: int = 0
-    per_security: bool = True  # False: the lists, fetched as one job
+    unit: str = "securities"  # what a job is for: securities, sessions, years, or the lists
     done: int = 0
     failed: int = 0
     skipped: int = 0
@@ -164,6 +178,8 @@ class RunSummary:
     advice: Paced | None = None  # --sleep auto: the pace to give as flags next time
     handshakes: int = 0  # token handshakes made (their requests are among `requests`)
     window_starts: date | None = None  # the first day of the server's history window, if found
+    price_plan: PricesPlanned | None = None  # how prices were fetched, when they were
+    without_open: int = 0  # price rows of the period that lack an open price
 
     @property
     def rows_saved(self) -> int:
@@ -185,6 +201,7 @@ Event = (
     RunStarted
     | Resumed
     | DatasetPlanned
+    | PricesPlanned
     | JobStarted
     | JobFinished
     | RowsCommitted

@@ -102,7 +102,8 @@ class Job:
 
     `ranges` are the date ranges to fetch (ranged datasets only); `covers` is the range the
     store records as covered once the job's rows are committed; `covered` is what the store
-    covered when the job was planned.
+    covered when the job was planned. A by-date job has a `day` and no security: it fetches
+    every security's rows of that business date (its one range is that day).
     """
 
     dataset: str
@@ -110,6 +111,14 @@ class Job:
     ranges: tuple[DateRange, ...] = ()
     covers: DateRange | None = None
     covered: DateRange | None = None
+    day: date | None = None
+
+    @classmethod
+    def on(cls, dataset: str, day: date, final: bool) -> Job:
+        """The by-date job of one business date; only a `final` one (its rows will not
+        change) is recorded as covered."""
+        one_day = DateRange(day, day)
+        return cls(dataset, ranges=(one_day,), covers=one_day if final else None, day=day)
 
     def within(self, first: date | None) -> tuple[Job | None, DateRange | None]:
         """This job for a server that serves nothing before `first`, and the days it asked
@@ -145,7 +154,11 @@ class Job:
 
     @property
     def label(self) -> str:
-        return self.security.symbol if self.security else "lists"
+        if self.security is not None:
+            return self.security.symbol
+        if self.day is not None:
+            return self.day.isoformat()
+        return self.ranges_text or "lists"
 
     @property
     def key(self) -> JobKey:

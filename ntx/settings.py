@@ -23,6 +23,7 @@ from ntx.demo.options import DemoOptions
 from ntx.errors import UsageError
 from ntx.model import DateRange
 from ntx.nepal import nepal_today, one_year_before
+from ntx.price_plan import PricesBy
 
 CONFIG_KEYS = (
     "workers",
@@ -40,11 +41,18 @@ CONFIG_KEYS = (
     "headers",
     "ca_bundle",
     "max_age",
+    "prices_by",
 )
 DEFAULT_API = "https://www.nepalstock.com.np"  # the real exchange
 # How old a snapshot may be before a run fetches it again, per dataset (seconds).
 DAY = 86400.0
-DEFAULT_MAX_AGE = {"companies": DAY, "reports": DAY, "dividends": DAY, "ownership": 7 * DAY}
+DEFAULT_MAX_AGE = {
+    "companies": DAY,  # the lists: a new listing shows up the next day
+    "holidays": 7 * DAY,  # a closure the list missed is learned from its empty answer
+    "reports": 7 * DAY,  # quarterly, published over weeks
+    "dividends": 7 * DAY,  # declared once a year
+    "ownership": 30 * DAY,  # changes with an issue of shares
+}
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
 DOCTOR_KEYS = ("api", "timeout", "insecure", "ca_bundle", "user_agent", "header")
 AUTO = "auto"
@@ -136,6 +144,18 @@ def parse_max_age(text: str) -> dict[str, float]:
     return ages
 
 
+def max_age_text(ages: Mapping[str, float]) -> str:
+    """`companies=1d,...` for ages in seconds (the units of `--max-age`)."""
+
+    def age(seconds: float) -> str:
+        for unit in ("d", "h", "m"):
+            if seconds and seconds % UNITS[unit] == 0:
+                return f"{seconds / UNITS[unit]:g}{unit}"
+        return f"{seconds:g}s" if seconds else "0"
+
+    return ",".join(f"{name}={age(seconds)}" for name, seconds in ages.items())
+
+
 def _seconds_of(age: str, part: str) -> float:
     if age == "0":
         return 0.0
@@ -185,6 +205,7 @@ class BackfillSettings:
     cache_dir: Path | None = None  # None: keep nothing between runs
     ca_bundle: Path | None = None  # more trust anchors (PEM)
     max_age: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_AGE))
+    prices_by: PricesBy = PricesBy.AUTO
 
 
 def parse_symbols(value: str) -> tuple[str, ...]:
@@ -223,13 +244,15 @@ def resolve_backfill(
     ca_bundle: Path | None = None,
     max_age: str = "",
     today: date | None = None,
+    prices_by: PricesBy = PricesBy.AUTO,
 ) -> BackfillSettings:
     """Apply the rules that join several flags to values Typer has checked one by one.
 
     `api_given`: `--api` was on the command line (not from NTX_API or the config file);
     `demo_only_given`: the `--demo`-only flags that were given. Raises `UsageError`.
     """
-    today = today or nepal_today()
+    # the demo's market day is the run's today: the exchange and its client share a clock
+    today = today or (demo.today if demo is not None else None) or nepal_today()
     if retry_failed:
         given = [f"--{name}" for name, on in datasets.items() if on]
         given += [
@@ -290,4 +313,5 @@ def resolve_backfill(
         cache_dir=cache_dir,
         ca_bundle=ca_bundle.expanduser() if ca_bundle else None,
         max_age=parse_max_age(max_age),
+        prices_by=prices_by,
     )

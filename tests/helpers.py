@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,11 +188,28 @@ def table(db: Path, name: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
+def expected_by_date(market: Market, period: DateRange) -> list[tuple[Any, ...]]:
+    """What a correct by-date price backfill of `period` stores: every security's row of
+    every session, opens included, in key order."""
+    rows = []
+    day = period.start
+    while day <= min(period.end, market.today):
+        if market.is_trading_day(day):
+            rows.extend(market.expected_day(day))
+        day += timedelta(days=1)
+    return sorted(rows)
+
+
 def expected_tables(
-    market: Market, period: DateRange, universe: list[int]
+    market: Market, period: DateRange, universe: list[int], by: str = "security"
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """What a correct backfill of `universe` over `period` stores, in key order."""
-    prices = sorted(row for sid in universe for row in market.expected_prices(sid, period))
+    """What a correct backfill of `universe` over `period` stores, in key order, with
+    prices fetched `by` security or by date."""
+    prices = (
+        expected_by_date(market, period)
+        if by == "date"
+        else sorted(row for sid in universe for row in market.expected_prices(sid, period))
+    )
     return {
         "securities": sorted(market.expected_securities()),
         "prices": prices,

@@ -16,6 +16,13 @@ many requests per second, bursts of as many; above it, 429 with Retry-After in w
 seconds), a history window (`window_days` before the data's last day: an older startDate
 answers 500 `Searched Date is not valid.`; with `clip` the range is clipped to it silently,
 as some reports say the exchange does), and a token lifetime (`token_ttl` seconds).
+
+Prices by business date: `POST /api/nots/nepse-data/today-price?businessDate=&size=&page=`
+with the signed payload id of the doc (the salts of the request's own token, the day of the
+month in Nepal), every security of the day with its open, previous close, average price and
+52-week range; the window as for history; an empty page for a day without a session. The
+holiday list (`/api/nots/holiday/list?year=`) names most of the days the whole exchange was
+closed (and some Saturdays), not all: the others answer empty.
 """
 
 from __future__ import annotations
@@ -119,6 +126,17 @@ class Exchange:
         self.reports: dict[int, list[dict[str, Any]]] = {}
         self.dividends: dict[int, list[dict[str, Any]]] = {}
         self.detail: dict[int, dict[str, Any]] = {}
+        days = random.Random(seed + 1)
+        self.closed: set[date] = set()  # days the whole exchange did not trade
+        self.holidays: dict[date, str] = {}  # the published list: most closures, and more
+        day = date(2020, 6, 1)
+        while day <= LAST_DAY + timedelta(days=400):
+            if days.random() < 0.04:
+                if day.weekday() in (6, 0, 1, 2, 3):
+                    self.closed.add(day)
+                if days.random() < 0.8:
+                    self.holidays[day] = f"Holiday {len(self.holidays) + 1}"
+            day += timedelta(days=1)
         for n in range(securities):
             sid, symbol = 5000 + n * 7, f"IND{n:02d}"
             kind = "Equity" if n % 4 else "Mutual Fund"
@@ -141,7 +159,11 @@ class Exchange:
             )
             day, rows = date(2020, 6, 1), []
             while history and day <= LAST_DAY:
-                if day.weekday() in (6, 0, 1, 2, 3) and rng.random() > 0.05:
+                if (
+                    day.weekday() in (6, 0, 1, 2, 3)
+                    and day not in self.closed
+                    and rng.random() > 0.05
+                ):
                     low = round(rng.uniform(100, 900), 2)
                     rows.append(
                         {
@@ -194,6 +216,49 @@ class Exchange:
                 "promoterPercentage": 60.0,
             }
 
+    def day_rows(self, day: date) -> list[dict[str, Any]]:
+        """The by-date answer's rows for `day`: every security that traded, by symbol."""
+        rows = []
+        for listed in sorted(self.securities, key=lambda s: s["symbol"]):
+            history = self.history[listed["id"]]  # newest first
+            at = next((i for i, r in enumerate(history) if r["businessDate"] == str(day)), None)
+            if at is None:
+                continue
+            r = history[at]
+            year = [
+                x
+                for x in history[at:]
+                if date.fromisoformat(x["businessDate"]) > day - timedelta(days=365)
+            ]
+            rows.append(
+                {
+                    "id": len(rows) + 1,
+                    "businessDate": r["businessDate"],
+                    "securityId": listed["id"],
+                    "symbol": listed["symbol"],
+                    "securityName": listed["securityName"],
+                    "openPrice": round(r["lowPrice"] + (r["highPrice"] - r["lowPrice"]) * 0.3, 2),
+                    "highPrice": r["highPrice"],
+                    "lowPrice": r["lowPrice"],
+                    "closePrice": r["closePrice"],
+                    "totalTradedQuantity": r["totalTradedQuantity"],
+                    "totalTradedValue": r["totalTradedValue"],
+                    "previousDayClosePrice": history[at + 1]["closePrice"]
+                    if at + 1 < len(history)
+                    else None,
+                    "fiftyTwoWeekHigh": max(x["highPrice"] for x in year),
+                    "fiftyTwoWeekLow": min(x["lowPrice"] for x in year),
+                    "lastUpdatedTime": f"{r['businessDate']}T15:00:00",
+                    "lastUpdatedPrice": r["closePrice"],
+                    "totalTrades": r["totalTrades"],
+                    "averageTradedPrice": round(
+                        r["totalTradedValue"] / r["totalTradedQuantity"], 2
+                    ),
+                    "marketCapitalization": None,
+                }
+            )
+        return rows
+
 
 class Raw:
     """An answer body that is not JSON."""
@@ -224,7 +289,7 @@ class Handler(BaseHTTPRequestHandler):
     clip = False  # clip a start before the window silently instead of answering 500
     module: TokenModule
     dummy: tuple[int, ...]
-    issued: dict[str, float]  # clean token -> when it was issued
+    issued: dict[str, tuple[float, tuple[int, ...]]]  # clean token -> (issued when, salts)
     handshakes = 0
 
     def do_GET(self) -> None:
@@ -337,10 +402,34 @@ class Handler(BaseHTTPRequestHandler):
             return 200, Raw(cls.module.wasm, "application/wasm")
         if cls.protocol and not self.authorized():
             return 401, Raw(UNAUTHORIZED, "text/html")
-        if method == "POST" and not url.path.startswith("/api/nots/security/"):
+        post_only = url.path.startswith(("/api/nots/security/", "/api/nots/nepse-data/today-"))
+        if method == "POST" and not post_only:
             return 405, {"error": "method not allowed"}
         if url.path == "/api/nots/nepse-data/market-open":
             return 200, {"isOpen": "CLOSE", "asOf": f"{LAST_DAY}T15:00:00", "id": MARKET_ID}
+        if url.path == "/api/nots/holiday/list":
+            year = int(q["year"])
+            return 200, [
+                {"holidayDate": str(day), "holidayDescription": name}
+                for day, name in sorted(ex.holidays.items())
+                if day.year == year
+            ]
+        if url.path == "/api/nots/nepse-data/today-price":
+            if cls.protocol and method == "GET":
+                return 405, {"error": "method not allowed"}
+            if cls.protocol and self.payload_id(body) != self.signed_id():
+                return 401, Raw(UNAUTHORIZED, "text/html")
+            day = date.fromisoformat(q["businessDate"]) if "businessDate" in q else LAST_DAY
+            window = LAST_DAY - timedelta(days=cls.window_days or 0)
+            if cls.window_days is not None and day < window:
+                return 500, Raw(b"Searched Date is not valid.", "text/plain")
+            rows = ex.day_rows(day) if day <= LAST_DAY else []
+            size, page = min(int(q.get("size", 20)), PAGE_CAP), int(q.get("page", 0))
+            return 200, {
+                "totalElements": len(rows),
+                "content": rows[page * size : (page + 1) * size],
+                "totalPages": -(-len(rows) // size),
+            }
         if url.path == "/api/nots/company/list":
             return 200, ex.companies
         if url.path == "/api/nots/security":
@@ -379,7 +468,7 @@ class Handler(BaseHTTPRequestHandler):
         salts = tuple(rng.randrange(10000, 99999) for _ in range(5))
         clean = "".join(rng.choice("0123456789abcdef") for _ in range(40))
         with cls.lock:
-            cls.issued[clean] = time.monotonic()
+            cls.issued[clean] = (time.monotonic(), salts)
             cls.handshakes += 1
         refresh = "".join(rng.choice("0123456789abcdef") for _ in range(40))
         return {
@@ -401,8 +490,20 @@ class Handler(BaseHTTPRequestHandler):
         return (
             scheme == "Salter"
             and issued is not None
-            and (time.monotonic() - issued < cls.token_ttl)
+            and (time.monotonic() - issued[0] < cls.token_ttl)
         )
+
+    def signed_id(self) -> int:
+        """The today-price POST's body id: base + S[j] * D - S[j - 1], with S the salts of
+        the token this request carries, j = 1 if base % 10 < 5 else 3."""
+        cls = type(self)
+        token = (self.headers.get("Authorization") or "").partition(" ")[2]
+        with cls.lock:
+            salts = cls.issued[token][1]
+        day = datetime.now(NEPAL).day
+        base = cls.dummy[MARKET_ID] + MARKET_ID + 2 * day
+        j = 1 if base % 10 < 5 else 3
+        return int(base + salts[j] * day - salts[j - 1])
 
     def expected_id(self) -> int:
         """The ownership POST's body id: DUMMY[m] + m + 2 * the day of month in Nepal."""

@@ -97,7 +97,8 @@ BAD_FLAGS = [  # each error names the flag, and says what it wants
     (["--token-max-age", "0"], "--token-max-age: ", "must be a number of seconds > 0"),
     (["-H", "no colon here"], "--header takes NAME: VALUE", "got 'no colon here'"),
     (["--max-age", "ownership=soon"], "--max-age: ", "a number and a unit (30m, 12h, 7d) or 0"),
-    (["--max-age", "prices=1d"], "--max-age: ", "DATASET=AGE pairs for companies, reports"),
+    (["--max-age", "prices=1d"], "--max-age: ", "DATASET=AGE pairs for companies, holidays"),
+    (["--prices-by", "sometimes"], "--prices-by", "'sometimes' is not one of 'auto', 'date'"),
     (["--wrokers", "3"], "No such option: --wrokers"),
 ]
 BACKFILL_DEFAULTS: dict[str, Any] = {  # what the CLI passes for `ntx backfill` alone

@@ -62,7 +62,17 @@ async def test_all_instruments_and_symbols_choose_the_universe(
     everything = [s.security_id for s in market.listed()]
     db = tmp_path / "all.db"
     result = await run_ntx_async(
-        *backfill_args(url, db, "--all-instruments", "--from", "2026-01-01", "--to", "2026-06-30")
+        *backfill_args(
+            url,
+            db,
+            "--all-instruments",
+            "--prices-by",
+            "security",  # by date, every security's day is stored whatever the universe
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-06-30",
+        )
     )
     assert result.returncode == 0, result.stderr
     expected = expected_tables(market, DateRange(date(2026, 1, 1), TODAY), everything)

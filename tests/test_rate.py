@@ -13,6 +13,7 @@ from trio.testing import MockClock
 
 from ntx.model import DateRange
 from ntx.pace.throttle import Throttle, TokenBucket
+from ntx.price_plan import sessions
 from tests.helpers import (
     TODAY,
     backfill_args,
@@ -69,7 +70,10 @@ async def test_demo_rate_limit_answers_429_and_rate_keeps_under_it(
     assert eager.returncode == 0, eager.stdout
     refused = [s for s in recorder.seen if s.status == 429]
     assert refused  # 16 unthrottled workers go over 20/s...
-    expected = expected_tables(market, DateRange(date(2026, 1, 1), TODAY), default_universe(market))
+    expected = expected_tables(
+        market, DateRange(date(2026, 1, 1), TODAY), default_universe(market), by="date"
+    )
+    assert "Price plan: by date" in eager.stdout  # 40 securities: by date is cheaper
     for name in expected:
         assert table(tmp_path / "eager.db", name) == expected[name]  # ...and still get every row
 
@@ -82,7 +86,11 @@ async def test_demo_rate_limit_answers_429_and_rate_keeps_under_it(
     assert [s.status for s in recorder.seen if s.status == 429] == []
     universe = default_universe(market)
     data = [s for s in recorder.seen if s.path.startswith("/api/nots/") and "open" not in s.path]
-    assert len(data) == 2 + 4 * len(universe)  # lists, then 4 datasets x 1 request
+    period = DateRange(date(2026, 1, 1), TODAY)
+    listed_holidays = {day for day, _ in market.holidays(2026)}
+    asked_dates = sessions(period, listed_holidays)  # closures the list misses are asked too
+    # the lists, the calendar, a request per session, then 3 datasets x 1 request
+    assert len(data) == 2 + 1 + len(asked_dates) + 3 * len(universe)
     starts = sorted(s.started for s in recorder.seen)
     # The bucket's contract: by t seconds after the first request, at most burst + 15 t have
     # started (burst = 16 workers). Seen from the server, one request may arrive a little

@@ -72,8 +72,7 @@ async def run_once(db: Path, interrupt_after: int | None = None) -> tuple[RunSum
 def tables(db: Path) -> dict[str, list[Any]]:
     with sqlite3.connect(db) as conn:
         return {
-            name: conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2, 3").fetchall()
-            for name in TABLES
+            name: conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2").fetchall() for name in TABLES
         }
 
 

@@ -15,17 +15,36 @@ from ntx.db.store import Store
 from ntx.errors import StoreError, UsageError
 from ntx.model import DateRange, Job, JobResult, Security
 
+maybe = st.one_of(st.none(), st.sampled_from([9.5, 10.5]))  # only the by-date answer has it
 price = st.tuples(
     st.integers(1, 3),  # security id
     st.sampled_from(["2024-01-01", "2024-01-02", "2024-01-03"]),
-    st.none(),
+    maybe,  # open
     st.sampled_from([10.0, 11.5]),
     st.sampled_from([9.0, 9.5]),
     st.sampled_from([9.5, 10.0]),
     st.integers(0, 3),
     st.sampled_from([0.0, 100.5]),
     st.integers(0, 2),
+    maybe,  # previous close
+    maybe,  # average price
+    maybe,  # 52-week high
+    maybe,  # 52-week low
 )
+PARTIAL = (2, 9, 10, 11, 12)
+NO_DAY = (
+    None,
+    None,
+    None,
+    None,
+)  # the by-date columns of a history row  # a null there leaves the stored value in place
+
+
+def merged(old: tuple[object, ...] | None, new: tuple[object, ...]) -> tuple[object, ...]:
+    """The row stored after `new` is upserted over `old`."""
+    if old is None:
+        return new
+    return tuple(old[i] if i in PARTIAL and value is None else value for i, value in enumerate(new))
 
 
 def result_for(rows: list[tuple[object, ...]]) -> list[JobResult]:
@@ -41,7 +60,7 @@ def result_for(rows: list[tuple[object, ...]]) -> list[JobResult]:
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(batches=st.lists(st.lists(price, max_size=12), min_size=1, max_size=5))
-def test_upserts_are_idempotent_and_last_write_wins(
+def test_upserts_are_idempotent_and_last_known_value_wins(
     tmp_path: Path, batches: list[list[tuple[object, ...]]]
 ) -> None:
     db = tmp_path / f"p{abs(hash(str(batches)))}.db"
@@ -55,9 +74,11 @@ def test_upserts_are_idempotent_and_last_write_wins(
         updated = sum(c.updated for c in counts)
         assert new == sum(1 for key in unique if key not in model)
         assert updated == sum(
-            1 for key, row in unique.items() if key in model and model[key] != row
+            1
+            for key, row in unique.items()
+            if key in model and merged(model[key], row) != model[key]
         )
-        model.update(unique)
+        model.update({key: merged(model.get(key), row) for key, row in unique.items()})
         again = store.apply(run_id, result_for(list(unique.values())))
         assert all(c.new == 0 and c.updated == 0 for c in again)  # re-applying changes nothing
     with sqlite3.connect(db) as conn:
@@ -98,7 +119,8 @@ def test_a_flush_is_one_transaction(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "a.db")
     run_id = store.begin_run("t", "t", ["prices"])
     good = JobResult(
-        Job("prices", Security(1, "A")), [(1, "2024-01-01", None, 2.0, 1.0, 1.5, 1, 1.0, 1)]
+        Job("prices", Security(1, "A")),
+        [(1, "2024-01-01", None, 2.0, 1.0, 1.5, 1, 1.0, 1, *NO_DAY)],
     )
     broken = JobResult(
         Job("prices", Security(2, "B")), [(2, "2024-01-01", None, 2.0)]
@@ -119,7 +141,7 @@ def test_read_only_open_never_writes(tmp_path: Path) -> None:
     Store.open(tmp_path / "r.db").close()
     before = (tmp_path / "r.db").read_bytes()
     store = Store.open_readonly(tmp_path / "r.db")
-    assert [line.rows for line in store.status()] == [0, 0, 0, 0, 0]
+    assert [line.rows for line in store.status()] == [0, 0, 0, 0, 0, 0]
     store.close()
     assert (tmp_path / "r.db").read_bytes() == before
 
@@ -156,11 +178,11 @@ def test_coverage_starts_where_the_rows_do_after_a_month_without_any(
     store = Store.open(tmp_path / "c.db")
     run_id = store.begin_run("t", "t", ["prices"])
     asked = DateRange(date(2024, 1, 1), date(2024, 6, 30))
-    row = (1, first_row, None, 2.0, 1.0, 1.5, 1, 1.0, 1)
+    row = (1, first_row, None, 2.0, 1.0, 1.5, 1, 1.0, 1, *NO_DAY)
     store.apply(run_id, [JobResult(Job("prices", Security(1, "A"), (asked,), asked), [row])])
     assert store.coverage("prices") == {1: DateRange(date.fromisoformat(covered_from), asked.end)}
     # an older row stored before (an archive) keeps the claim whole
-    older = (1, "2023-12-29", None, 2.0, 1.0, 1.5, 1, 1.0, 1)
+    older = (1, "2023-12-29", None, 2.0, 1.0, 1.5, 1, 1.0, 1, *NO_DAY)
     again = DateRange(date(2023, 12, 1), date(2023, 12, 31))
     store.apply(
         run_id,

@@ -42,7 +42,7 @@ async def test_invalid_rows_are_refused_and_logged_the_rest_stored(
 
     recorder.rewrite[f"/api/nots/security/{second}"] = spoil_ownership
     db = tmp_path / "v.db"
-    dates = ("--from", "2026-01-01", "--to", "2026-06-30")
+    dates = ("--from", "2026-01-01", "--to", "2026-06-30", "--prices-by", "security")
     result = await run_ntx_async(*backfill_args(url, db, "--prices", "--ownership", *dates))
     assert result.returncode == 0, result.stdout
     assert "Prices: " in result.stdout and "4 invalid rows refused" in result.stdout
@@ -68,27 +68,40 @@ async def test_invalid_rows_are_refused_and_logged_the_rest_stored(
     assert "Invalid rows refused" in shown.stdout and "volume -5 is negative" in shown.stdout
 
 
+NO_DAY = (None, None, None, None)  # the by-date columns of a history row
 JOB = Job("prices", Security(1, "X"), (DateRange(date(2024, 1, 1), date(2024, 12, 31)),))
 
 
 @pytest.mark.parametrize(
     ("row", "rule"),
     [
-        ((1, "2024-05-05", None, 10.0, 9.0, 9.5, 5, 50.0, 1), None),
-        ((1, "2024-05-05", None, 10.0, 9.0, 10.009, 5, 50.0, 1), None),  # within tolerance
+        ((1, "2024-05-05", None, 10.0, 9.0, 9.5, 5, 50.0, 1, *NO_DAY), None),
+        ((1, "2024-05-05", None, 10.0, 9.0, 10.009, 5, 50.0, 1, *NO_DAY), None),  # within tolerance
         (
-            (1, "2024-05-05", None, 10.0, 9.0, 10.2, 5, 50.0, 1),
+            (1, "2024-05-05", None, 10.0, 9.0, 10.2, 5, 50.0, 1, *NO_DAY),
             "close 10.2 is outside [low 9.0, high 10.0]",
         ),
-        ((1, "2024-05-05", None, 10.0, 9.0, math.inf, 5, 50.0, 1), "close is not a finite number"),
-        ((1, "2024-05-05", None, 10.0, 9.0, 9.5, 5, -1.0, 1), "turnover -1.0 is negative"),
         (
-            (1, "2025-01-01", None, 10.0, 9.0, 9.5, 5, 50.0, 1),
+            (1, "2024-05-05", None, 10.0, 9.0, math.inf, 5, 50.0, 1, *NO_DAY),
+            "close is not a finite number",
+        ),
+        ((1, "2024-05-05", None, 10.0, 9.0, 9.5, 5, -1.0, 1, *NO_DAY), "turnover -1.0 is negative"),
+        (
+            (1, "2025-01-01", None, 10.0, 9.0, 9.5, 5, 50.0, 1, *NO_DAY),
             "date 2025-01-01 is outside the requested range",
         ),
         (
-            (1, "2024-05-05", None, None, 9.0, 9.5, 5, 50.0, 1),
+            (1, "2024-05-05", None, None, 9.0, 9.5, 5, 50.0, 1, *NO_DAY),
             "high, low and close must all be present",
+        ),
+        ((1, "2024-05-05", 9.2, 10.0, 9.0, 9.5, 5, 50.0, 1, 9.4, 9.6, 12.0, 8.0), None),
+        (
+            (1, "2024-05-05", 8.0, 10.0, 9.0, 9.5, 5, 50.0, 1, *NO_DAY),
+            "open 8.0 is outside [low 9.0, high 10.0]",
+        ),
+        (
+            (1, "2024-05-05", 9.2, 10.0, 9.0, 9.5, 5, 50.0, 1, 9.4, 9.6, 8.0, 12.0),
+            "52-week low 12.0 is above the 52-week high 8.0",
         ),
     ],
 )

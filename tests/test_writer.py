@@ -29,6 +29,10 @@ def price_result(security_id: int, count: int, first: date = date(2020, 1, 1)) -
             100,
             1000.0,
             3,
+            None,
+            None,
+            None,
+            None,
         )
         for i in range(count)
     ]

@@ -23,6 +23,7 @@ class Table:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     scope: str | None = "security_id"
+    partial: tuple[str, ...] = ()  # columns one source fills and another leaves null
 
 
 TABLES: dict[str, Table] = {  # by the dataset that fills the table
@@ -46,8 +47,24 @@ TABLES: dict[str, Table] = {  # by the dataset that fills the table
     ),
     "prices": Table(
         "prices",
-        ("security_id", "date", "open", "high", "low", "close", "volume", "turnover", "trades"),
+        (
+            "security_id",
+            "date",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "turnover",
+            "trades",
+            "prev_close",
+            "avg_price",
+            "high_52w",
+            "low_52w",
+        ),
         ("security_id", "date"),
+        # only the by-date answer has them: a history row leaves what it stored in place
+        partial=("open", "prev_close", "avg_price", "high_52w", "low_52w"),
     ),
     "reports": Table(
         "reports",
@@ -81,6 +98,7 @@ TABLES: dict[str, Table] = {  # by the dataset that fills the table
         ),
         ("security_id",),
     ),
+    "holidays": Table("holidays", ("date", "description"), ("date",), scope=None),
 }
 
 # Numbered migrations, applied in order on open, all pending ones in one transaction.
@@ -228,6 +246,46 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         """
             CREATE INDEX ntx_invalid_rows_by_run ON ntx_invalid_rows (run_id)
+        """,
+    ),
+    # 4: prices by business date (the by-date answer's own columns, null in rows that only
+    # the per-security history gave), the trading calendar, the business dates stored whole,
+    # and the price plan each run chose
+    (
+        """
+            ALTER TABLE prices ADD COLUMN prev_close REAL
+        """,
+        """
+            ALTER TABLE prices ADD COLUMN avg_price REAL
+        """,
+        """
+            ALTER TABLE prices ADD COLUMN high_52w REAL
+        """,
+        """
+            ALTER TABLE prices ADD COLUMN low_52w REAL
+        """,
+        """
+            CREATE INDEX prices_by_date ON prices (date)
+        """,
+        """
+            CREATE TABLE holidays (
+                date        TEXT PRIMARY KEY,
+                description TEXT
+            )
+        """,
+        """
+            CREATE TABLE ntx_dates (
+                dataset    TEXT NOT NULL,
+                date       TEXT NOT NULL,
+                status     TEXT NOT NULL,
+                rows       INTEGER NOT NULL,
+                run_id     INTEGER NOT NULL,
+                fetched_at TEXT NOT NULL,
+                PRIMARY KEY (dataset, date)
+            ) WITHOUT ROWID
+        """,
+        """
+            ALTER TABLE ntx_runs ADD COLUMN price_plan TEXT
         """,
     ),
 )

@@ -31,6 +31,16 @@ CLIPPED_GAP = timedelta(days=31)  # longer than any closure of the exchange (Das
 # database's lock, so a run still marked running belongs to a process that died.
 UNFINISHED = ("interrupted", "failed", "crashed", "running")
 LIST_LEVEL = 0  # ntx_coverage.security_id of a job that covers a whole list
+TRADED, CLOSED, OUTSIDE = "traded", "closed", "outside"  # what ntx_dates knows of a date
+
+
+def _scope(job: Job) -> tuple[str, Any] | None:
+    """The rows a job may add to: its security's, its business date's, or a whole list's."""
+    if job.security is not None:
+        return ("security_id", job.security.id)
+    if job.day is not None:
+        return ("date", job.day.isoformat())
+    return None
 
 
 def _explain(exc: sqlite3.Error) -> str:
@@ -250,7 +260,7 @@ class Store:
                 WHERE r.resumes IS NOT NULL)
             SELECT dataset, security_id, ranges FROM ntx_jobs
             WHERE run_id IN (SELECT id FROM chain) AND status IN ('done', 'outside')
-                AND security_id IS NOT NULL
+                AND (security_id IS NOT NULL OR ranges IS NOT NULL)
             """,
             (row[0],),
         )
@@ -271,11 +281,13 @@ class Store:
             None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
         )
 
-    def unfinished_jobs(self, run_id: int) -> list[tuple[str, int | None, str, str | None]]:
-        """(dataset, security_id, status, reason) of a run's failed and skipped jobs."""
+    def unfinished_jobs(
+        self, run_id: int
+    ) -> list[tuple[str, int | None, str | None, str, str | None]]:
+        """(dataset, security_id, ranges, status, reason) of a run's jobs not done."""
         return self._conn.execute(
-            "SELECT dataset, security_id, status, reason FROM ntx_jobs"
-            " WHERE run_id = ? AND status != 'done' ORDER BY status, dataset, security_id",
+            "SELECT dataset, security_id, ranges, status, reason FROM ntx_jobs"
+            " WHERE run_id = ? AND status != 'done' ORDER BY status, dataset, security_id, ranges",
             (run_id,),
         ).fetchall()
 
@@ -331,8 +343,13 @@ class Store:
                     sec_id = job.security.id if job.security else LIST_LEVEL
                     written = WriteCounts()
                     if result.ok and not result.wholly_outside:
-                        written = self._upserts[job.dataset].run(conn, result.rows, sec_id)
-                        self._cover(conn, job, sec_id, now)
+                        written = self._upserts[job.dataset].run(conn, result.rows, _scope(job))
+                        if job.day is not None:
+                            self._cover_day(conn, run_id, job, len(result.rows), now)
+                        else:
+                            self._cover(conn, job, sec_id, now)
+                    elif result.wholly_outside and job.day is not None:
+                        self._cover_day(conn, run_id, job, 0, now, status=OUTSIDE)
                     records = [(job.ranges_text, result.status, result.error, result.requests)]
                     if result.outside is not None:
                         reason = result.outside_reason
@@ -376,6 +393,36 @@ class Store:
         return counts
 
     @staticmethod
+    def _cover_day(
+        conn: sqlite3.Connection,
+        run_id: int,
+        job: Job,
+        rows: int,
+        now: str,
+        status: str | None = None,
+    ) -> None:
+        """Record a by-date job's business date as stored whole (`traded`), as a day without
+        a session (`closed`: the exchange answered it empty), or as before the server's
+        window (`outside`), so that no later run asks for it again. A date whose rows may
+        still change (the job has no `covers`) is not recorded."""
+        if job.covers is None or job.day is None:
+            return
+        conn.execute(
+            "INSERT INTO ntx_dates (dataset, date, status, rows, run_id, fetched_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dataset, date) DO UPDATE SET"
+            " status = excluded.status, rows = excluded.rows, run_id = excluded.run_id,"
+            " fetched_at = excluded.fetched_at",
+            (
+                job.dataset,
+                job.day.isoformat(),
+                status or (TRADED if rows else CLOSED),
+                rows,
+                run_id,
+                now,
+            ),
+        )
+
+    @staticmethod
     def _cover(conn: sqlite3.Connection, job: Job, sec_id: int, now: str) -> None:
         """Record what `job` completes as covered, starting no earlier than the stored rows
         when those begin over `CLIPPED_GAP` after it: so many days without a row at the
@@ -384,7 +431,7 @@ class Store:
         from asking again."""
         covers = job.covers
         table = TABLES[job.dataset]
-        if covers is not None and "date" in table.columns:
+        if covers is not None and table.scope is not None and "date" in table.columns:
             (first,) = conn.execute(
                 f"SELECT min(date) FROM {table.name} WHERE {table.scope} = ?", (sec_id,)
             ).fetchone()
@@ -417,6 +464,14 @@ class Store:
         table = TABLES["companies"]
         return self._conn.execute(f"SELECT {', '.join(table.columns)} FROM {table.name}").fetchall()
 
+    def fetched_at(self, dataset: str, security_id: int) -> datetime | None:
+        """When `dataset` was last fetched for `security_id` (`LIST_LEVEL`: the whole list)."""
+        row = self._conn.execute(
+            "SELECT fetched_at FROM ntx_coverage WHERE dataset = ? AND security_id = ?",
+            (dataset, security_id),
+        ).fetchone()
+        return datetime.fromisoformat(row[0]) if row else None
+
     def fetched_since(self, dataset: str, since: datetime) -> set[int]:
         """The securities whose `dataset` was last fetched whole at `since` or later."""
         rows = self._conn.execute(
@@ -424,6 +479,39 @@ class Store:
             (dataset, since.astimezone(UTC).isoformat(timespec="seconds")),
         )
         return {sec_id for (sec_id,) in rows}
+
+    def dates(self, dataset: str) -> dict[date, str]:
+        """The business dates of a by-date dataset that no run needs to ask again, with
+        what is known of each (`traded`, `closed` or `outside`)."""
+        rows = self._conn.execute(
+            "SELECT date, status FROM ntx_dates WHERE dataset = ?", (dataset,)
+        )
+        return {date.fromisoformat(day): status for day, status in rows}
+
+    def rows_per_date(self, dataset: str) -> int:
+        """The most rows one stored business date had (0 before any)."""
+        (most,) = self._conn.execute(
+            "SELECT coalesce(max(rows), 0) FROM ntx_dates WHERE dataset = ?", (dataset,)
+        ).fetchone()
+        return int(most)
+
+    def holidays(self) -> dict[date, str]:
+        """The stored trading calendar's holidays, with their descriptions."""
+        rows = self._conn.execute("SELECT date, description FROM holidays")
+        return {date.fromisoformat(day): text for day, text in rows}
+
+    def without_open(self, period: DateRange) -> int:
+        """How many stored price rows of `period` lack an open price."""
+        (count,) = self._conn.execute(
+            "SELECT count(*) FROM prices WHERE open IS NULL AND date BETWEEN ? AND ?",
+            (period.start.isoformat(), period.end.isoformat()),
+        ).fetchone()
+        return int(count)
+
+    def note_price_plan(self, run_id: int, text: str) -> None:
+        """Record which price plan a run chose and what it cost."""
+        with self._transaction() as conn:
+            conn.execute("UPDATE ntx_runs SET price_plan = ? WHERE id = ?", (text, run_id))
 
     def coverage(self, dataset: str) -> dict[int, DateRange]:
         """Each security's covered date range for a ranged dataset."""
@@ -466,10 +554,12 @@ class _UpsertSql:
     unchanged rows.
 
     `INSERT ... ON CONFLICT DO UPDATE ... WHERE <a value differs>`: a new key is inserted, a
-    changed row rewritten, an unchanged row left alone (never written). SQLite counts inserts
-    and updates together (`rowcount`); the new ones are the growth of the rows in the job's
-    scope (its security's rows, or the whole table for a list), counted before and after on
-    the primary key's index. Rows are never deleted, so the growth is exact.
+    changed row rewritten, an unchanged row left alone (never written). A `partial` column
+    that a row leaves null keeps its stored value (one endpoint fills it, another cannot).
+    SQLite counts inserts and updates together (`rowcount`); the new ones are the growth of
+    the rows in the job's scope (a column and its value: the job's security, or its date;
+    the whole table for a list), counted before and after on an index. Rows are never
+    deleted, so the growth is exact.
     """
 
     def __init__(self, table: Table) -> None:
@@ -480,22 +570,35 @@ class _UpsertSql:
             f" ON CONFLICT ({', '.join(table.key)})"
         )
         if values:
-            changes = ", ".join(f"{c} = excluded.{c}" for c in values)
-            differs = " OR ".join(f"{c} IS NOT excluded.{c}" for c in values)
+            changes = ", ".join(
+                f"{c} = coalesce(excluded.{c}, {c})"
+                if c in table.partial
+                else f"{c} = excluded.{c}"
+                for c in values
+            )
+            differs = " OR ".join(
+                f"(excluded.{c} IS NOT NULL AND excluded.{c} IS NOT {c})"
+                if c in table.partial
+                else f"{c} IS NOT excluded.{c}"
+                for c in values
+            )
             self._sql = f"{insert} DO UPDATE SET {changes} WHERE {differs}"
         else:
             self._sql = f"{insert} DO NOTHING"
-        self._scoped = table.scope is not None
-        self._count_sql = f"SELECT count(*) FROM {table.name}" + (
-            f" WHERE {table.scope} = ?" if table.scope else ""
-        )
+        self._table = table.name
 
-    def run(self, conn: sqlite3.Connection, rows: list[Row], security_id: int) -> WriteCounts:
-        """Upsert `rows`, all of them `security_id`'s if the dataset is per security."""
+    def run(
+        self, conn: sqlite3.Connection, rows: list[Row], scope: tuple[str, Any] | None
+    ) -> WriteCounts:
+        """Upsert `rows`, all of them inside `scope` (column, value) when one is given."""
         if not rows:
             return WriteCounts()
-        scope = (security_id,) if self._scoped else ()
-        before = conn.execute(self._count_sql, scope).fetchone()[0]
+        count_sql = f"SELECT count(*) FROM {self._table}"
+        where: tuple[Any, ...] = ()
+        if scope is not None:
+            count_sql += f" WHERE {scope[0]} = ?"
+            where = (scope[1],)
+        before = conn.execute(count_sql, where).fetchone()[0]
         changed = conn.executemany(self._sql, rows).rowcount
-        new = conn.execute(self._count_sql, scope).fetchone()[0] - before
+        new = conn.execute(count_sql, where).fetchone()[0] - before
         return WriteCounts(new=new, updated=changed - new, unchanged=len(rows) - changed)

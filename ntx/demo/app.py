@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 import msgspec
 import trio
 
-from ntx.demo.market import Market
+from ntx.demo.market import Market, spring_page
 from ntx.demo.protocol import UNAUTHORIZED_HTML, Issued, TokenDesk
 from ntx.model import DateRange
 from ntx.pace.throttle import TokenBucket
@@ -90,6 +90,8 @@ class DemoApp:
         )
         self._routes: list[tuple[re.Pattern[str], Callable[..., Any]]] = [
             (re.compile(r"/api/nots/nepse-data/market-open"), self._market_open),
+            (re.compile(r"/api/nots/nepse-data/today-price"), self._today_price),
+            (re.compile(r"/api/nots/holiday/list"), self._holidays),
             (re.compile(r"/api/nots/company/list"), self._companies),
             (re.compile(r"/api/nots/security"), self._securities),
             (re.compile(r"/api/nots/market/history/security/(\d+)"), self._history),
@@ -164,11 +166,15 @@ class DemoApp:
                     return 500, DATE_NOT_VALID
                 except Unauthorized:
                     return 401, UNAUTHORIZED
+                except NotAllowed:
+                    return 405, {"message": "Method Not Allowed"}
         return 404, {"message": "Not Found"}
 
     def _market_open(self, call: Call) -> Any:
+        """Closed, as of the close of the latest session (the demo's market is never open)."""
         market_id = self.desk.market_id if self.desk else 0
-        return {"isOpen": "CLOSE", "asOf": f"{self.market.today}T15:00:00", "id": market_id}
+        last = self.market.last_session(self.market.today) or self.market.today
+        return {"isOpen": "CLOSE", "asOf": f"{last}T15:00:00", "id": market_id}
 
     def _companies(self, call: Call) -> Any:
         return self.market.company_list_wire()
@@ -191,6 +197,49 @@ class DemoApp:
             raise DateNotValid
         return self.market.history_page_wire(security_id, DateRange(start, end), page, size)
 
+    def _today_price(self, call: Call) -> Any:
+        """Every security's prices of one business date (POST with the payload id; no
+        `businessDate`: the latest session). A date before the window answers as history
+        does; a day without a session, or one not yet reached, answers an empty page."""
+        if self.desk is not None:
+            if call.method != "POST":
+                raise NotAllowed
+            self._check_payload(call, PayloadKind.TODAY_PRICE)
+        params = call.params
+        try:
+            size = min(int(params.get("size", MAX_PAGE_SIZE)), MAX_PAGE_SIZE)
+            page = int(params.get("page", 0))
+            asked = params.get("businessDate")
+            day = (
+                date.fromisoformat(asked) if asked else self.market.last_session(self.market.today)
+            )
+        except ValueError as exc:
+            raise BadRequest(f"bad today-price parameters: {exc}") from exc
+        if size < 1 or page < 0:
+            raise BadRequest("size must be positive and page not negative")
+        if day is not None and self.window_starts is not None and day < self.window_starts:
+            raise DateNotValid
+        if day is None or day > self.market.today:
+            return spring_page([], page, size, 0)
+        return self.market.today_price_wire(day, page, size)
+
+    def _holidays(self, call: Call) -> Any:
+        try:
+            year = int(call.params["year"])
+        except (KeyError, ValueError) as exc:
+            raise BadRequest(f"bad holiday list parameters: {exc}") from exc
+        return self.market.holidays_wire(year)
+
+    def _check_payload(self, call: Call, kind: PayloadKind) -> None:
+        """A POST whose body id is not the one its token's salts give answers 401."""
+        assert self.desk is not None and call.token is not None
+        try:
+            sent = msgspec.json.decode(call.body).get("id")
+        except (msgspec.DecodeError, AttributeError):
+            sent = None
+        if sent != self.desk.expected_id(kind, call.token):
+            raise Unauthorized
+
     def _reports(self, security_id: int, call: Call) -> Any:
         return self.market.reports_wire(security_id)
 
@@ -207,13 +256,7 @@ class DemoApp:
                 "securityData": {"id": security_id, "symbol": full["security"]["symbol"]},
                 "securityMcsData": {"securityId": security_id},
             }
-        assert call.token is not None
-        try:
-            sent = msgspec.json.decode(call.body).get("id")
-        except (msgspec.DecodeError, AttributeError):
-            sent = None
-        if sent != self.desk.expected_id(PayloadKind.SECURITY, call.token):
-            raise Unauthorized
+        self._check_payload(call, PayloadKind.SECURITY)
         return full
 
 
@@ -223,6 +266,10 @@ MODULE = "/assets/prod/css.wasm"
 
 class Unauthorized(Exception):
     """A POST whose payload id is wrong: the exchange answers 401."""
+
+
+class NotAllowed(Exception):
+    """A GET of a POST-only endpoint."""
 
 
 class DateNotValid(Exception):

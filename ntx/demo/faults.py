@@ -125,7 +125,7 @@ class FaultyApp:
 
 def build_demo_app(options: DemoOptions, today: date | None = None) -> DemoApp | FaultyApp:
     """The demo exchange of `ntx demo serve` and `ntx backfill --demo` alike."""
-    market = Market(options.seed, options.securities, today=today)
+    market = Market(options.seed, options.securities, today=options.today or today)
     desk = TokenDesk(ttl=options.token_ttl, seed=options.seed)
     app = DemoApp(
         market,

@@ -21,7 +21,12 @@ from ntx.model import DateRange, Row
 
 _MASK = (1 << 64) - 1
 TRADING_WEEKDAYS = {6, 0, 1, 2, 3}  # Sunday to Thursday
-HOLIDAY_RATE = 0.04
+HOLIDAY_RATE = 0.04  # share of days the exchange is closed, weekends apart
+UNANNOUNCED_RATE = 0.15  # share of closures the holiday list does not name
+HOLIDAY_NAMES = ("Public holiday", "Dashain", "Tihar", "Chhath", "Holi", "Buddha Jayanti")
+# How rarely each kind of security trades, at least: about 400 of 600 trade in a session,
+# as on the exchange (one 500-row page of the by-date answer)
+ILLIQUIDITY = {"Promoter Share": 0.7, "Non-Convertible Debentures": 0.85, "Mutual Fund": 0.2}
 FIRST_REPORT_YEAR = 2015  # reports and dividends start at this fiscal year (AD start year)
 
 
@@ -226,21 +231,53 @@ class Market:
     # -------------------------------------------------------------- prices
 
     def is_trading_day(self, day: date) -> bool:
+        """Whether the exchange held a session: Sunday to Thursday, not a holiday."""
+        return day.weekday() in TRADING_WEEKDAYS and not self._closed(day)
+
+    def _closed(self, day: date) -> bool:
+        return _unit(self.seed, 7, day.toordinal()) < HOLIDAY_RATE
+
+    def holidays(self, year: int) -> list[tuple[date, str]]:
+        """The year's holiday list as the exchange publishes it: (date, description), any
+        day of the week. A few closures are missing from it (`UNANNOUNCED_RATE`): a client
+        learns of those only from an empty answer for the day."""
+        day, end = date(year, 1, 1), date(year, 12, 31)
+        found = []
+        while day <= end:
+            if self._closed(day) and _unit(self.seed, 8, day.toordinal()) >= UNANNOUNCED_RATE:
+                name = HOLIDAY_NAMES[_mix(self.seed, 9, day.toordinal()) % len(HOLIDAY_NAMES)]
+                found.append((day, name))
+            day += timedelta(days=1)
+        return found
+
+    def holidays_wire(self, year: int) -> list[dict[str, Any]]:
+        return [
+            {"holidayDate": day.isoformat(), "holidayDescription": name}
+            for day, name in self.holidays(year)
+        ]
+
+    def last_session(self, on_or_before: date) -> date | None:
+        """The latest session on or before a day (within the last 60 days), if any."""
+        day = on_or_before
+        for _ in range(60):
+            if self.is_trading_day(day):
+                return day
+            day -= timedelta(days=1)
+        return None
+
+    def _trades_on(self, sec: DemoSecurity, day: date) -> bool:
         return (
-            day.weekday() in TRADING_WEEKDAYS
-            and _unit(self.seed, 7, day.toordinal()) >= HOLIDAY_RATE
+            sec.listed <= day <= self.today
+            and self.is_trading_day(day)
+            and _unit(self.seed, sec.security_id, day.toordinal(), 3) >= sec.illiquidity
         )
 
     def _traded_days(self, security_id: int, start: date, end: date) -> tuple[date, ...]:
         sec = self.by_id[security_id]
-        first, last = max(start, sec.listed), min(end, self.today)
         days = []
-        day = last
-        while day >= first:
-            if (
-                self.is_trading_day(day)
-                and _unit(self.seed, security_id, day.toordinal(), 3) >= sec.illiquidity
-            ):
+        day = min(end, self.today)
+        while day >= max(start, sec.listed):
+            if self._trades_on(sec, day):
                 days.append(day)
             day -= timedelta(days=1)
         return tuple(days)
@@ -249,11 +286,9 @@ class Market:
         """The days the security traded in `period`, most recent first."""
         return self._traded_cache(security_id, period.start, period.end)
 
-    def price(self, security_id: int, day: date) -> Row:
-        """The stored row for one traded day: (security_id, date, open, high, low, close,
-        volume, turnover, trades)."""
-        sec = self.by_id[security_id]
-        t = (day - sec.listed).days
+    def _figures(self, sec: DemoSecurity, day: date) -> tuple[float, float, float, int]:
+        """(high, low, close, volume) of a traded day."""
+        security_id, t = sec.security_id, (day - sec.listed).days
         amp1, period1, amp2, period2 = sec.swing
         noise = _unit(self.seed, security_id, day.toordinal(), 11) - 0.5
         log_price = (
@@ -270,21 +305,80 @@ class Market:
             10,
             int(sec.base_volume * (0.2 + 1.6 * _unit(self.seed, security_id, day.toordinal(), 14))),
         )
+        return high, low, close, volume
+
+    def price(self, security_id: int, day: date) -> Row:
+        """The first nine `prices` columns of one traded day as the per-security history
+        gives them: (security_id, date, None, high, low, close, volume, turnover, trades),
+        with no open. The by-date columns after them are null for such a row."""
+        sec = self.by_id[security_id]
+        high, low, close, volume = self._figures(sec, day)
         turnover = round(volume * (high + low) / 2, 2)
         trades = max(1, volume // (40 + sec.security_id % 60))
         return (security_id, day.isoformat(), None, high, low, close, volume, turnover, trades)
 
+    def day_price(self, security_id: int, day: date) -> Row:
+        """The whole `prices` row of one traded day, as the by-date answer gives it:
+        (security_id, date, open, high, low, close, volume, turnover, trades, prev_close,
+        avg_price, high_52w, low_52w). The 52-week range is synthetic, not a real maximum."""
+        sec = self.by_id[security_id]
+        _, _, _, high, low, close, volume, turnover, trades = self.price(security_id, day)
+        previous = self._previous_close(sec, day)
+        drift = 0.02 * (_unit(self.seed, security_id, day.toordinal(), 15) - 0.5)
+        opened = min(high, max(low, round((previous or close) * (1 + drift), 1)))
+        reach = _unit(self.seed, security_id, day.toordinal() // 30, 16)
+        return (
+            security_id,
+            day.isoformat(),
+            opened,
+            high,
+            low,
+            close,
+            volume,
+            turnover,
+            trades,
+            previous,
+            round(turnover / volume, 2),
+            round(max(high, close * (1.1 + 0.3 * reach)), 1),
+            round(min(low, close * (0.9 - 0.3 * reach)), 1),
+        )
+
+    def _previous_close(self, sec: DemoSecurity, day: date) -> float | None:
+        """The close of the security's previous traded day (within 60 days), if any."""
+        before = day - timedelta(days=1)
+        for _ in range(60):
+            if before < sec.listed:
+                return None
+            if self._trades_on(sec, before):
+                return self._figures(sec, before)[2]
+            before -= timedelta(days=1)
+        return None
+
     def expected_prices(self, security_id: int, period: DateRange) -> list[Row]:
-        return [self.price(security_id, day) for day in self.traded_days(security_id, period)]
+        """The rows a per-security history backfill of `period` stores."""
+        return [
+            (*self.price(security_id, day), None, None, None, None)
+            for day in self.traded_days(security_id, period)
+        ]
+
+    def traded_on(self, day: date) -> list[DemoSecurity]:
+        """Every security that traded on `day` (delisted ones too, while they were listed),
+        by symbol: the rows of the by-date answer."""
+        return sorted(
+            (sec for sec in self.securities if self._trades_on(sec, day)), key=lambda s: s.symbol
+        )
+
+    def expected_day(self, day: date) -> list[Row]:
+        """The rows a by-date backfill of `day` stores."""
+        return [self.day_price(sec.security_id, day) for sec in self.traded_on(day)]
 
     def history_page_wire(
         self, security_id: int, period: DateRange, page: int, size: int
     ) -> dict[str, Any]:
         """One Spring-style page of history, most recent first."""
         days = self.traded_days(security_id, period)
-        chosen = days[page * size : (page + 1) * size]
         content = []
-        for day in chosen:
+        for day in days[page * size : (page + 1) * size]:
             _, _, _, high, low, close, volume, turnover, trades = self.price(security_id, day)
             content.append(
                 {
@@ -297,17 +391,39 @@ class Market:
                     "totalTrades": trades,
                 }
             )
-        total_pages = math.ceil(len(days) / size)
-        return {
-            "content": content,
-            "number": page,
-            "size": size,
-            "totalElements": len(days),
-            "totalPages": total_pages,
-            "first": page == 0,
-            "last": page >= total_pages - 1,
-            "numberOfElements": len(content),
-        }
+        return spring_page(content, page, size, len(days))
+
+    def today_price_wire(self, day: date, page: int, size: int) -> dict[str, Any]:
+        """One page of the by-date answer (`today-price`) for a business date."""
+        traded = self.traded_on(day)
+        content = []
+        for index, sec in enumerate(traded[page * size : (page + 1) * size], page * size):
+            row = self.day_price(sec.security_id, day)
+            _, _, opened, high, low, close, volume, turnover, trades, prev, avg, hi52, lo52 = row
+            content.append(
+                {
+                    "id": day.toordinal() * 10_000 + index,
+                    "businessDate": day.isoformat(),
+                    "securityId": sec.security_id,
+                    "symbol": sec.symbol,
+                    "securityName": sec.security_name,
+                    "openPrice": opened,
+                    "highPrice": high,
+                    "lowPrice": low,
+                    "closePrice": close,
+                    "totalTradedQuantity": volume,
+                    "totalTradedValue": turnover,
+                    "previousDayClosePrice": prev,
+                    "fiftyTwoWeekHigh": hi52,
+                    "fiftyTwoWeekLow": lo52,
+                    "lastUpdatedTime": f"{day.isoformat()}T15:00:00",
+                    "lastUpdatedPrice": close,
+                    "totalTrades": trades,
+                    "averageTradedPrice": avg,
+                    "marketCapitalization": round(close * sec.listed_shares / 1e6, 2),
+                }
+            )
+        return spring_page(content, page, size, len(traded))
 
     # -------------------------------------------------------------- reports
 
@@ -483,6 +599,21 @@ class Market:
         }
 
 
+def spring_page(content: list[Any], page: int, size: int, total: int) -> dict[str, Any]:
+    """A Spring `Page` object around one page's rows."""
+    total_pages = math.ceil(total / size)
+    return {
+        "content": content,
+        "number": page,
+        "size": size,
+        "totalElements": total,
+        "totalPages": total_pages,
+        "first": page == 0,
+        "last": page >= total_pages - 1,
+        "numberOfElements": len(content),
+    }
+
+
 def _fiscal_year_wire(year: int) -> dict[str, Any]:
     return {
         "id": year + 57,
@@ -592,7 +723,9 @@ def _generate(seed: int, count: int) -> list[DemoSecurity]:
                     rng.uniform(20, 120),
                 ),
                 phases=(rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi)),
-                illiquidity=rng.choice([0.0, 0.0, 0.01, 0.03, 0.08, 0.15]),
+                illiquidity=max(
+                    rng.choice([0.0, 0.0, 0.01, 0.03, 0.08, 0.15]), ILLIQUIDITY.get(kind, 0.0)
+                ),
                 base_volume=int(rng.lognormvariate(9, 1)),
                 listed_shares=rng.randrange(5, 900) * 100_000,
                 promoter_pct=0.0 if kind == "Mutual Fund" else rng.choice([51.0, 60.0, 70.0, 65.5]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated
 
 import typer
@@ -23,6 +24,7 @@ class DemoOptions:
     faults: tuple[str, ...] = ()  # empty: every kind of fault
     token_ttl: float = 60.0  # seconds a token lives (the real exchange's is about a minute)
     window_days: int = 365  # days of history served before today, as the exchange; 0: all
+    today: date | None = None  # the market's day; None: today in Nepal
 
 
 def parse_faults(text: str) -> tuple[str, ...]:
@@ -97,6 +99,26 @@ WindowDays = Annotated[
         " [default: 365].",
     ),
 ]
+
+
+def _day(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise typer.BadParameter(f"takes a date like 2026-06-30, got {value!r}") from None
+    return value
+
+
+Today = Annotated[
+    str | None,
+    typer.Option(
+        callback=_day,
+        metavar="DATE",
+        help="The market's day: its last session and history window end there"
+        " [default: today in Nepal].",
+    ),
+]
 Faults = Annotated[
     str | None,
     typer.Option(
@@ -116,6 +138,7 @@ def demo_options(
     faults: str | None,
     token_ttl: float | None = None,
     window_days: int | None = None,
+    today: str | None = None,
 ) -> DemoOptions:
     """The options as the demo takes them (each already checked by its declaration)."""
     return DemoOptions(
@@ -127,4 +150,5 @@ def demo_options(
         faults=parse_faults(faults) if faults else (),
         token_ttl=token_ttl or DemoOptions.token_ttl,
         window_days=DemoOptions.window_days if window_days is None else window_days,
+        today=date.fromisoformat(today) if today else None,
     )

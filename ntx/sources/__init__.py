@@ -8,7 +8,7 @@ from typing import Protocol, TypeVar
 
 from ntx.model import DateRange
 from ntx.pace.throttle import RequestGate
-from ntx.sources.nepse.wire import CompanyRecord, SecurityRecord, Wire
+from ntx.sources.nepse.wire import CompanyRecord, MarketOpen, SecurityRecord, Wire
 
 T = TypeVar("T")
 
@@ -30,9 +30,21 @@ class Source(Protocol):
         server's history window (found, then, if it was not known)."""
         ...
 
-    def window_starts(self) -> date | None:
-        """The first day of the server's history window, once known (None before)."""
+    async def prices_on(self, day: date, keep: Callable[[list[Wire]], list[T]]) -> list[T]:
+        """Every security's prices of one business date, all pages, turned by `keep` as
+        they arrive. `OutsideWindow` for a date before the server's window."""
         ...
+
+    def window_starts(self, by_date: bool = False) -> date | None:
+        """The first day of the server's history window (of the by-date answer, with
+        `by_date`), once known (None before)."""
+        ...
+
+    async def market_day(self) -> MarketOpen | None:
+        """The market's state as the server reports it, or None if it does not say."""
+        ...
+
+    async def holidays(self, year: int) -> list[Wire]: ...
 
     async def reports(self, security_id: int) -> list[Wire]: ...
     async def dividends(self, security_id: int) -> list[Wire]: ...

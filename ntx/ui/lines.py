@@ -19,6 +19,7 @@ from ntx.events import (
     JobStarted,
     Paced,
     Paused,
+    PricesPlanned,
     Resumed,
     RunFinished,
     RunStarted,
@@ -46,9 +47,7 @@ class PlainRenderer:
             case RunStarted():
                 self._print(f"ntx: backfilling from {event.source} into {event.db_path}")
             case DatasetPlanned() if event.jobs == 0:
-                self._print(
-                    f"=== {event.title}: {up_to_date(event.per_security, event.up_to_date)} ==="
-                )
+                self._print(f"=== {event.title}: {up_to_date(event.unit, event.up_to_date)} ===")
             case JobStarted():
                 if event.dataset not in self._headed and tracker.run is not None:
                     self._headed.add(event.dataset)
@@ -77,6 +76,8 @@ class PlainRenderer:
                 self._print(f"ntx: {event.line} ({event.reason})")
             case Resumed():
                 self._print(resumed_line(event))
+            case PricesPlanned():
+                self._print(f"ntx: price plan: {event.line}")
             case RunFinished():
                 for line in summary_lines(event.summary):
                     self._print(line)

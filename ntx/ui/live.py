@@ -9,7 +9,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ntx.events import Event, Resumed, RunFinished, RunStarted
+from ntx.events import Event, PricesPlanned, Resumed, RunFinished, RunStarted
 from ntx.ui.tally import Tracker, format_duration, plural, resumed_line, summary_lines
 
 REFRESH_SECONDS = 0.1
@@ -35,6 +35,8 @@ class RichRenderer:
             )
         elif isinstance(event, Resumed):
             self._console.print(resumed_line(event), highlight=False)
+        elif isinstance(event, PricesPlanned):
+            self._console.print(f"Price plan: {event.line}", highlight=False)
         elif isinstance(event, RunFinished):
             self.refresh()
             self._live.stop()

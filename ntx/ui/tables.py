@@ -103,7 +103,7 @@ def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None =
     if run is None:
         raise UsageError(f"no run {run_id} in {store.path}")
     jobs = store.unfinished_jobs(run_id)
-    symbols = store.symbols([sid for _, sid, _, _ in jobs if sid is not None])
+    symbols = store.symbols([sid for _, sid, _, _, _ in jobs if sid is not None])
     print(
         f"Run {run_id}: {run_status(run, running_now)}, started {run['started_at']},"
         f" {_duration(run)}; {run['command'] or ''}",
@@ -117,19 +117,21 @@ def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None =
         f" {run['rows_unchanged']:,} unchanged",
         file=out,
     )
+    if run.get("price_plan"):
+        print(f"Prices: {run['price_plan']}", file=out)
     rows = [
-        (status, dataset, symbols.get(sid, str(sid)) if sid is not None else "lists", reason or "")
-        for dataset, sid, status, reason in jobs
+        (status, dataset, _job_label(symbols, sid, ranges), reason or "")
+        for dataset, sid, ranges, status, reason in jobs
     ]
     not_done = [row for row in rows if row[0] != "outside"]
     outside = [row[1:] for row in rows if row[0] == "outside"]
     if not_done:
-        _print_table("Jobs not done", ("status", "dataset", "symbol", "reason"), not_done, out)
+        _print_table("Jobs not done", ("status", "dataset", "job", "reason"), not_done, out)
     else:
         print("Every job of this run was done.", file=out)
     if outside:
         title = "Days asked for before the server's history window (it does not serve them)"
-        _print_table(title, ("dataset", "symbol", "reason"), outside, out)
+        _print_table(title, ("dataset", "job", "reason"), outside, out)
     refused = store.invalid_rows(run_id)
     if refused:
         names = store.symbols([sid for _, sid, _, _ in refused if sid is not None])
@@ -140,6 +142,15 @@ def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None =
         _print_table(
             "Invalid rows refused (first 100)", ("dataset", "symbol", "rule", "row"), table, out
         )
+
+
+def _job_label(symbols: dict[int, str], sid: int | None, ranges: str | None) -> str:
+    """A job as people know it: its security's symbol, its business date, or the lists."""
+    if sid is not None:
+        return symbols.get(sid, str(sid))
+    if ranges and ranges[:10] == ranges[-10:]:
+        return ranges[:10]  # a by-date job
+    return ranges or "lists"
 
 
 def _print_table(

@@ -118,11 +118,12 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else many or noun + 's'}"
 
 
-def up_to_date(per_security: bool, count: int, *, already: bool = False) -> str:
-    """How a plan's up-to-date part reads: so many securities, or the lists."""
-    if not per_security:
+def up_to_date(unit: str, count: int, *, already: bool = False) -> str:
+    """How a plan's up-to-date part reads: so many securities (or sessions, or calendar
+    years), or the lists."""
+    if unit == "lists":
         return "the stored lists are kept: fetched within their --max-age"
-    return f"{count:,} already up to date" if already else f"all {count:,} securities up to date"
+    return f"{count:,} already up to date" if already else f"all {count:,} {unit} up to date"
 
 
 def format_duration(seconds: float) -> str:
@@ -155,7 +156,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
         line += f" in {format_duration(totals.elapsed)}"
         notes = [plural(totals.retries, "retry", "retries")] if totals.retries else []
         if totals.up_to_date:
-            notes.append(up_to_date(totals.per_security, totals.up_to_date, already=True))
+            notes.append(up_to_date(totals.unit, totals.up_to_date, already=True))
         lines.append(line + (f" ({', '.join(notes)})" if notes else ""))
     rate = summary.requests / summary.elapsed if summary.elapsed > 0 else 0.0
     retries = sum(t.retries for t in summary.datasets.values())
@@ -164,13 +165,28 @@ def summary_lines(summary: RunSummary) -> list[str]:
         f" {retries:,} of them retries"
         + (f", {plural(summary.handshakes, 'token handshake')}" if summary.handshakes else "")
     )
-    outside = sum(t.outside for t in summary.datasets.values())
+    outside = [t for t in summary.datasets.values() if t.outside]
     if summary.window_starts is not None and outside:
+        asked = " and ".join(
+            plural(t.outside, "session")
+            if t.unit == "sessions"
+            else plural(t.outside, "security", "securities")
+            for t in outside
+        )
         lines.append(
             f"History: the server keeps daily history from {summary.window_starts} on;"
-            f" the older days asked for {plural(outside, 'security', 'securities')} are"
+            f" the older days asked for {asked} are"
             f" recorded as outside its window (ntx runs show {summary.run_id})"
         )
+    if summary.price_plan is not None:
+        plan = summary.price_plan
+        lines.append(f"Price plan: {plan.line}")
+        if summary.without_open:
+            lines.append(
+                f"Opens: {plural(summary.without_open, 'price row')} of the period"
+                " have no open price: they came by security (the history endpoint has none);"
+                " --prices-by date fetches their sessions whole"
+            )
     for title, jobs in (("Failed jobs", summary.failures), ("Skipped jobs", summary.skips)):
         if not jobs:
             continue

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from ntx.sources.nepse.token import Salts, TokenModule
+from ntx.sources.nepse.wire import MarketOpen
 
 TOKEN_MAX_AGE = 45.0  # seconds; clients prove again at this age (the real lifetime is unknown)
 
@@ -54,7 +55,7 @@ class Session:
         self._lock = trio.Lock()
         self.current: Credentials | None = None
         self.handshakes = 0
-        self.market_id: int | None = None  # the market-open id, fetched with the first token
+        self.market: MarketOpen | None = None  # the market-open answer, with the first token
         self.module: TokenModule | None = None  # the site's module, once loaded
 
     async def credentials(self, handshake: Handshake) -> Credentials:

@@ -45,6 +45,9 @@ PAGE_SIZE = 500  # the server's cap; it may answer with smaller pages, which is 
 PROVE = "/api/authenticate/prove"
 MODULE = "/assets/prod/css.wasm"
 MARKET_OPEN = "/api/nots/nepse-data/market-open"
+TODAY_PRICE = "/api/nots/nepse-data/today-price"
+HOLIDAYS = "/api/nots/holiday/list"
+TODAY = PayloadKind.TODAY_PRICE
 Decode = Callable[[bytes, str], T]
 
 
@@ -75,12 +78,14 @@ class NepseSource:
         modules: ModuleCache | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         window: HistoryWindow | None = None,
+        day_window: HistoryWindow | None = None,
     ) -> None:
         self._client = client
         self._gate = gate
         self._policy = policy
         self.session = session if session is not None else Session()
         self.window = window if window is not None else HistoryWindow()
+        self.day_window = day_window if day_window is not None else HistoryWindow()
         self._modules = modules if modules is not None else ModuleCache(None, client.url("/"))
         self._wall_clock = wall_clock
 
@@ -93,10 +98,50 @@ class NepseSource:
             modules=self._modules,
             wall_clock=self._wall_clock,
             window=self.window,
+            day_window=self.day_window,
         )
 
-    def window_starts(self) -> date | None:
-        return self.window.first
+    def window_starts(self, by_date: bool = False) -> date | None:
+        return (self.day_window if by_date else self.window).first
+
+    async def market_day(self) -> wire.MarketOpen | None:
+        """The market's state as the server last reported it (`market-open`, fetched with
+        the first token), or None from a server that does not say."""
+        await self.session.credentials(self._handshake)
+        if self.session.market is None:  # a server without the handshake: ask it plainly
+            try:
+                self.session.market = await self._get(MARKET_OPEN, wire.market_open)
+            except (HttpStatusError, MalformedResponse):
+                return None
+        return self.session.market
+
+    async def holidays(self, year: int) -> list[Wire]:
+        """The exchange's holiday list of one year."""
+        return await self._get(HOLIDAYS, wire.records, params={"year": year})
+
+    async def prices_on(self, day: date, keep: Callable[[list[Wire]], list[T]] = list) -> list[T]:
+        """Every security's prices of one business date (`today-price`, a POST with the
+        payload id), all pages, checked as history is. `OutsideWindow` for a date before
+        the server's window for this endpoint: known, or found now when it refuses `day`."""
+        first = self.day_window.first
+        if first is not None and day < first:
+            raise OutsideWindow(first)
+        params: Params = {"businessDate": day.isoformat()}
+        try:
+            return await self._all_pages(TODAY_PRICE, params, keep, "securityId", "POST")
+        except DateNotServed:
+            newest = max(day, nepal_today(self._wall_clock()))
+            found = await self.day_window.find(self._accepts_day, day, newest)
+            raise OutsideWindow(found) from None
+
+    async def _accepts_day(self, day: date) -> bool:
+        """Whether the server serves `today-price` for `day` (one request of one row)."""
+        params: Params = {"businessDate": day.isoformat(), "size": 1, "page": 0}
+        try:
+            await self._call("POST", TODAY_PRICE, wire.page, params=params, payload=TODAY)
+        except DateNotServed:
+            return False
+        return True
 
     async def companies(self) -> list[CompanyRecord]:
         return await self._get("/api/nots/company/list", wire.company_list)
@@ -144,26 +189,37 @@ class NepseSource:
     async def _history(
         self, security_id: int, period: DateRange, keep: Callable[[list[Wire]], list[T]]
     ) -> list[T]:
-        path = _history_path(security_id)
+        params: Params = {"startDate": period.start.isoformat(), "endDate": period.end.isoformat()}
+        return await self._all_pages(_history_path(security_id), params, keep, "businessDate")
+
+    async def _all_pages(
+        self,
+        path: str,
+        params: Params,
+        keep: Callable[[list[Wire]], list[T]],
+        unique: str,
+        method: str = "GET",
+    ) -> list[T]:
+        """Every row of a paged answer, pages asked in order until the last, each turned by
+        `keep` as it arrives. `MalformedResponse` unless the rows add up to the server's
+        `totalElements`, which must not change while paging, with no `unique` value twice."""
+        payload = TODAY if method == "POST" else None
         rows: list[T] = []
-        dates: set[object] = set()
+        seen: set[object] = set()
         total: int | None = None
         page = 0
         while True:
-            params: Params = {
-                "startDate": period.start.isoformat(),
-                "endDate": period.end.isoformat(),
-                "size": PAGE_SIZE,
-                "page": page,
-            }
-            content, total_pages, elements = await self._get(path, wire.page, params=params)
+            asked: Params = {**params, "size": PAGE_SIZE, "page": page}
+            content, total_pages, elements = await self._call(
+                method, path, wire.page, params=asked, payload=payload
+            )
             if total is None:
                 total = elements
             elif elements != total:
                 raise MalformedResponse(
                     f"{path}: totalElements changed from {total} to {elements} while paging"
                 )
-            dates.update(row.get("businessDate") for row in content)
+            seen.update(row.get(unique) for row in content)
             rows.extend(keep(content))
             page += 1
             if page >= total_pages or not content:
@@ -172,8 +228,8 @@ class NepseSource:
             raise MalformedResponse(
                 f"{path}: paging gave {len(rows)} rows but the server counts {total}"
             )
-        if len(dates) != len(rows):
-            raise MalformedResponse(f"{path}: paging returned the same day twice")
+        if len(seen) != len(rows):
+            raise MalformedResponse(f"{path}: paging returned the same {unique} twice")
         return rows
 
     async def reports(self, security_id: int) -> list[Wire]:
@@ -247,10 +303,10 @@ class NepseSource:
         if credentials.token is None:
             method = "GET"  # a plain mirror: no token, no payload ids, GET everywhere
         elif payload is not None:
-            market = self.session.market_id
+            market = self.session.market
             assert market is not None, "the handshake that made the token fetched it"
             day = nepal_day(self._wall_clock())
-            body = {"id": payload_id(payload, market, credentials.salts, day)}
+            body = {"id": payload_id(payload, market.id, credentials.salts, day)}
         async with self._gate.request():  # the gate paces by the status: check it inside
             response = await self._client.request(
                 method, path, params=params, json=body, headers=credentials.header
@@ -275,10 +331,10 @@ class NepseSource:
             module, fetched = await self._token_module(refetch=True)
             token = cut(proved.access_token, module.access_positions(proved.salts))
         credentials = Credentials(token, proved.salts, trio.current_time(), fetched)
-        if self.session.market_id is None:  # once per run, while every worker waits anyway
+        if self.session.market is None:  # once per run, while every worker waits anyway
             response = await self._send("GET", MARKET_OPEN, None, None, credentials)
             _check_status(response, MARKET_OPEN)
-            self.session.market_id = wire.market_open(response.content, MARKET_OPEN).id
+            self.session.market = wire.market_open(response.content, MARKET_OPEN)
         return credentials
 
     async def _token_module(self, refetch: bool) -> tuple[TokenModule, bool]:

@@ -10,6 +10,7 @@ that validation can refuse the one row that holds such a value instead of its wh
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any, TypeVar
 
 import msgspec
@@ -67,6 +68,19 @@ class MarketOpen(msgspec.Struct, rename="camel"):
     id: int
     is_open: str | None = None
     as_of: str | None = None
+
+    @property
+    def day(self) -> date | None:
+        """The business date the server's figures are as of, if it says."""
+        try:
+            return date.fromisoformat(self.as_of[:10]) if self.as_of else None
+        except ValueError:
+            return None
+
+    @property
+    def closed(self) -> bool:
+        """The market is closed: the figures of `day` are final."""
+        return self.is_open == "CLOSE"
 
 
 def decode_json(content: bytes, path: str) -> Wire:
