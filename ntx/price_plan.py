@@ -4,7 +4,9 @@ Prices come two ways: by business date (`today-price`: every security's day, ope
 in a page or two) and by security (the history endpoint: one security's days, no opens). Per
 run the planner counts the requests of both over what is missing, and chooses:
 
-- by date, the missing sessions x the pages a date takes;
+- by date, the missing sessions x the pages a date takes (a session is missing when it is not
+  stored by date and some security of the universe lacks it; `--prices-by date` takes every
+  session not stored by date, so as to bring the opens of rows fetched by security);
 - by security, the securities whose covered range misses a session not stored by date, x the
   jobs (a page each) that fill their ranges;
 - `auto` fetches by date unless by security costs at most a tenth of it (a few `--symbols`,
@@ -25,8 +27,8 @@ from enum import StrEnum
 
 from ntx.datasets import HOLIDAYS, PRICES, plan_jobs
 from ntx.model import DateRange, Job, Security
+from ntx.nepal import SESSION_WEEKDAYS
 
-SESSION_WEEKDAYS = frozenset({6, 0, 1, 2, 3})  # Sunday to Thursday
 PAGE_ROWS = 500  # rows per page of the by-date answer
 CHEAPER = 10  # by security wins when it costs at most a tenth of by date
 
@@ -128,11 +130,20 @@ def plan_prices(
     """
     asked = DateRange(period.start, min(period.end, last_day)) if period.start <= last_day else None
     needed = sessions(asked, holidays) if asked else []
-    missing = [day for day in needed if force or day not in dates_known]
+    unknown = [day for day in needed if day not in dates_known]
     if only_days is not None:
         missing = [day for day in needed if day in only_days]
+    elif force:
+        missing = needed
+    elif mode is PricesBy.DATE:
+        missing = unknown  # every session not stored whole: opens for rows that lack them
+    else:  # a session some security of the universe lacks: auto never refetches for opens
+        missing = [
+            day
+            for day in unknown
+            if any(sec.id not in coverage or day not in coverage[sec.id] for sec in universe)
+        ]
     by_date_jobs = tuple((Job.on(PRICES.name, day, final=day <= final_through),) for day in missing)
-    unknown = {day for day in needed if day not in dates_known}
     per_security = tuple(
         jobs
         for jobs in plan_jobs(
