@@ -179,7 +179,7 @@ class Engine:
             if resumes is not None:
                 await self._events.send(Resumed(resumes, sum(len(ids) for ids in done.values())))
             try:
-                await self._run_jobs(store, run_id, universe, lists_result, done)
+                await self._run_jobs(store, run_id, universe, lists_result, done, resumes)
                 without_open = 0
                 if PRICES.name in self.plan.datasets:
                     without_open = await trio.to_thread.run_sync(
@@ -269,6 +269,7 @@ class Engine:
         universe: list[Security],
         lists_result: JobResult | None,
         done: Mapping[str, AbstractSet[JobKey]],
+        resumes: int | None = None,
     ) -> None:
         only = self.plan.only
         coverage = {
@@ -289,7 +290,7 @@ class Engine:
             calendar, holidays, market = await self._calendar(store, done)
             first_results += calendar
             prices = await self._plan_prices(
-                store, run_id, universe, holidays, market, coverage.get(PRICES.name, {})
+                store, run_id, universe, holidays, market, coverage.get(PRICES.name, {}), resumes
             )
 
         def jobs_of(name: str) -> Iterator[tuple[Job, ...]]:
@@ -396,10 +397,13 @@ class Engine:
         holidays: set[date],
         market: MarketOpen | None,
         coverage: Mapping[int, DateRange],
+        resumes: int | None,
     ) -> PricePlan:
         """The cheaper way to fetch the missing prices (or the one asked for), announced
         and recorded with the run. Dates after the server's latest business date are not
-        asked; that date itself is final once the market has closed on it."""
+        asked; that date itself is final once the market has closed on it. A run that
+        resumes another keeps the way that one chose: what is left of a run by date costs
+        less by security, and would come without opens."""
         today = self.plan.today
         last_day, final_through = today, today - timedelta(days=1)
         if market is not None and market.day is not None:
@@ -407,6 +411,11 @@ class Engine:
             final_through = market.day if market.closed else market.day - timedelta(days=1)
         only = self.plan.only
         wanted = only.get(PRICES.name, frozenset()) if only is not None else None
+        mode = self.plan.prices_by
+        if resumes is not None and mode is PricesBy.AUTO:
+            resumed = await trio.to_thread.run_sync(store.price_plan_of, resumes)
+            if resumed in (PricesBy.DATE, PricesBy.SECURITY):
+                mode = PricesBy(resumed)
         plan = plan_prices(
             [sec for sec in universe if wanted is None or sec.id in wanted],
             period=self.plan.period,
@@ -417,7 +426,7 @@ class Engine:
             dates_known=await trio.to_thread.run_sync(store.dates, PRICES.name),
             coverage=coverage,
             most_rows=await trio.to_thread.run_sync(store.rows_per_date, PRICES.name),
-            mode=self.plan.prices_by,
+            mode=mode,
             force=self.plan.force,
             only_days=self.plan.only_days,
         )
@@ -431,7 +440,7 @@ class Engine:
             plan.line,
         )
         self._price_plan = event
-        await trio.to_thread.run_sync(store.note_price_plan, run_id, plan.line)
+        await trio.to_thread.run_sync(store.note_price_plan, run_id, plan.chosen, plan.line)
         await self._events.send(event)
         return plan
 

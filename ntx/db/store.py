@@ -508,10 +508,18 @@ class Store:
         ).fetchone()
         return int(count)
 
-    def note_price_plan(self, run_id: int, text: str) -> None:
-        """Record which price plan a run chose and what it cost."""
+    def note_price_plan(self, run_id: int, chosen: str, line: str) -> None:
+        """Record which price plan a run chose (`date`, `security`...) and what it cost, in
+        words (`ntx runs show` prints the line)."""
+        text = json.dumps({"chosen": chosen, "line": line})
         with self._transaction() as conn:
             conn.execute("UPDATE ntx_runs SET price_plan = ? WHERE id = ?", (text, run_id))
+
+    def price_plan_of(self, run_id: int) -> str | None:
+        """The way a run fetched prices (`date`, `security`, `none`...), if it recorded one."""
+        row = self._conn.execute("SELECT price_plan FROM ntx_runs WHERE id = ?", (run_id,))
+        (text,) = row.fetchone() or (None,)
+        return str(json.loads(text)["chosen"]) if text else None
 
     def coverage(self, dataset: str) -> dict[int, DateRange]:
         """Each security's covered date range for a ranged dataset."""

@@ -3,6 +3,7 @@ a terminal and plain text otherwise."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -118,7 +119,7 @@ def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None =
         file=out,
     )
     if run.get("price_plan"):
-        print(f"Prices: {run['price_plan']}", file=out)
+        print(f"Prices: {json.loads(run['price_plan'])['line']}", file=out)
     rows = [
         (status, dataset, _job_label(symbols, sid, ranges), reason or "")
         for dataset, sid, ranges, status, reason in jobs
