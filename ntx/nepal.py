@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 NEPAL_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")
+SESSION_WEEKDAYS = frozenset({6, 0, 1, 2, 3})  # the exchange trades Sunday to Thursday
 
 
 def nepal_today(now: datetime | None = None) -> date:

@@ -22,6 +22,7 @@ from typing import Any
 from ntx.db.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES, Table
 from ntx.errors import StoreError, UsageError
 from ntx.model import DateRange, Job, JobKey, JobResult, Row, WriteCounts
+from ntx.nepal import SESSION_WEEKDAYS
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT = 10.0  # seconds to wait for another program's write lock
@@ -139,6 +140,24 @@ class DatasetStatus:
     first_date: str | None
     last_date: str | None
     last_fetched: str | None
+
+
+@dataclass(frozen=True)
+class Archive:
+    """The price archive that `ntx status` shows: its first and last session, the sessions
+    of the calendar between them and how many hold rows, the gaps (runs of sessions without
+    any), and how many stored sessions are older than the API's window."""
+
+    first: date
+    last: date
+    sessions: int
+    covered: int
+    gaps: list[DateRange]
+    older_than_window: int
+    window_starts: date
+
+
+WINDOW = timedelta(days=365)  # the API keeps about a year of daily history
 
 
 class Store:
@@ -547,10 +566,47 @@ class Store:
                     f"SELECT min(date), max(date) FROM {table.name}"
                 ).fetchone()
             (fetched,) = self._conn.execute(
-                "SELECT max(fetched_at) FROM ntx_coverage WHERE dataset = ?", (name,)
+                "SELECT max(fetched_at) FROM (SELECT fetched_at FROM ntx_coverage WHERE"
+                " dataset = ?1 UNION ALL SELECT fetched_at FROM ntx_dates WHERE dataset = ?1)",
+                (name,),
             ).fetchone()
             lines.append(DatasetStatus(name, securities, rows, first, last, fetched))
         return lines
+
+    def archive(self) -> Archive | None:
+        """The price archive, or None before any price is stored. Sessions are Sunday to
+        Thursday, not on the stored holiday list, nor answered empty by the exchange; the
+        window is taken as a year before the latest stored session."""
+        first, last = self._conn.execute("SELECT min(date), max(date) FROM prices").fetchone()
+        if first is None:
+            return None
+        start, end = date.fromisoformat(first), date.fromisoformat(last)
+        stored = {
+            date.fromisoformat(d) for (d,) in self._conn.execute("SELECT DISTINCT date FROM prices")
+        }
+        closed = {day for day, status in self.dates("prices").items() if status == CLOSED}
+        off = set(self.holidays()) | closed
+        days = (start + timedelta(days=n) for n in range((end - start).days + 1))
+        sessions = [day for day in days if day.weekday() in SESSION_WEEKDAYS and day not in off]
+        gaps: list[DateRange] = []
+        previous_missing = False
+        for day in sessions:
+            missing = day not in stored
+            if missing and previous_missing:
+                gaps[-1] = DateRange(gaps[-1].start, day)  # the gap goes on to this session
+            elif missing:
+                gaps.append(DateRange(day, day))
+            previous_missing = missing
+        window = end - WINDOW
+        return Archive(
+            first=start,
+            last=end,
+            sessions=len(sessions),
+            covered=sum(1 for day in sessions if day in stored),
+            gaps=gaps,
+            older_than_window=sum(1 for day in stored if day < window),
+            window_starts=window,
+        )
 
     def last_run(self) -> dict[str, Any] | None:
         latest = self.runs(limit=1)

@@ -18,9 +18,9 @@ from functools import lru_cache
 from typing import Any
 
 from ntx.model import DateRange, Row
+from ntx.nepal import SESSION_WEEKDAYS
 
 _MASK = (1 << 64) - 1
-TRADING_WEEKDAYS = {6, 0, 1, 2, 3}  # Sunday to Thursday
 HOLIDAY_RATE = 0.04  # share of days the exchange is closed, weekends apart
 UNANNOUNCED_RATE = 0.15  # share of closures the holiday list does not name
 HOLIDAY_NAMES = ("Public holiday", "Dashain", "Tihar", "Chhath", "Holi", "Buddha Jayanti")
@@ -232,7 +232,7 @@ class Market:
 
     def is_trading_day(self, day: date) -> bool:
         """Whether the exchange held a session: Sunday to Thursday, not a holiday."""
-        return day.weekday() in TRADING_WEEKDAYS and not self._closed(day)
+        return day.weekday() in SESSION_WEEKDAYS and not self._closed(day)
 
     def _closed(self, day: date) -> bool:
         return _unit(self.seed, 7, day.toordinal()) < HOLIDAY_RATE

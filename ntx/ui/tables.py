@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from ntx.db.store import Store
+from ntx.db.store import Archive, Store
 from ntx.errors import UsageError
 from ntx.ui.tally import format_duration
 
@@ -48,7 +48,31 @@ def print_status(store: Store, out: TextIO | None = None) -> None:
     rows = status_rows(store)
     title = f"Database: {store.path.resolve()} (schema {store.schema_version})"
     _print_table(title, HEADERS, rows, out)
+    archive = store.archive()
+    if archive is not None:
+        for line in archive_lines(archive):
+            print(line, file=out)
     print(describe_run(store.last_run()), file=out)
+
+
+MAX_GAPS_LISTED = 5
+
+
+def archive_lines(archive: Archive) -> list[str]:
+    """The price archive in words: its span, the sessions covered, the gaps, and what the
+    API no longer serves."""
+    gaps = archive.gaps
+    listed = ", ".join(
+        str(gap.start) if gap.start == gap.end else str(gap) for gap in gaps[:MAX_GAPS_LISTED]
+    )
+    more = f" and {len(gaps) - MAX_GAPS_LISTED} more" if len(gaps) > MAX_GAPS_LISTED else ""
+    return [
+        f"Price archive: {archive.first} to {archive.last},"
+        f" {archive.covered:,} of {archive.sessions:,} sessions in the calendar covered",
+        f"  gaps: {listed}{more}" if gaps else "  gaps: none",
+        f"  {archive.older_than_window:,} sessions older than the API's window"
+        f" (it serves about a year, from about {archive.window_starts}): kept nowhere else",
+    ]
 
 
 RUN_HEADERS = (
