@@ -32,7 +32,7 @@ from ntx.sources.nepse.session import ModuleCache
 from ntx.sources.nepse.source import NepseSource
 from ntx.sources.nepse.token import EXPORTS
 from ntx.sources.nepse.wire import SecurityRecord
-from ntx.ui.tally import plural
+from ntx.words import plural
 
 HISTORY_PROBE_YEARS = 10  # how far back the window check starts
 CHECKS = (

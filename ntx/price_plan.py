@@ -28,6 +28,7 @@ from enum import StrEnum
 from ntx.datasets import HOLIDAYS, PRICES, plan_jobs
 from ntx.model import DateRange, Job, Security
 from ntx.nepal import SESSION_WEEKDAYS
+from ntx.words import plural
 
 PAGE_ROWS = 500  # rows per page of the by-date answer
 CHEAPER = 10  # by security wins when it costs at most a tenth of by date
@@ -84,25 +85,21 @@ class PricePlan:
             return f"nothing missing ({self.reason})"
         if self.chosen == "retry":
             return (
-                f"the failed jobs again: {_count(self.dates, 'session')} by date and"
-                f" {_count(self.securities, 'security', 'securities')} by security,"
-                f" about {_count(self.requests, 'request')}"
+                f"the failed jobs again: {plural(self.dates, 'session')} by date and"
+                f" {plural(self.securities, 'security', 'securities')} by security,"
+                f" about {plural(self.requests, 'request')}"
             )
         other = "by security" if self.chosen == "date" else "by date"
         other_cost = self.by_security if self.chosen == "date" else self.by_date
         what = (
-            f"{self.dates:,} sessions"
+            plural(self.dates, "session")
             if self.chosen == "date"
-            else f"{self.securities:,} securities"
+            else plural(self.securities, "security", "securities")
         )
         return (
-            f"by {self.chosen}, {what}, about {self.requests:,} requests"
+            f"by {self.chosen}, {what}, about {plural(self.requests, 'request')}"
             f" ({other} would take {other_cost:,}; {self.reason})"
         )
-
-
-def _count(count: int, noun: str, many: str | None = None) -> str:
-    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
 
 
 def plan_prices(

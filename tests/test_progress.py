@@ -120,7 +120,8 @@ async def test_plain_lines_number_jobs_and_end_with_the_summary(mock_clock: Mock
     ]
     assert "[prices 4/10] S3 FAILED: HTTP 500 from /x" in lines
     assert (
-        "Prices: 45 new, 2 updated, 1 unchanged, 1 error in 1m52s (3 already up to date)" in lines
+        "Prices: 45 new, 2 updated, 1 unchanged, 1 error in 1m52s (3 securities already up to date)"
+        in lines
     )
     assert "  prices S3: HTTP 500 from /x" in lines
     assert lines[-1] == f"Database: {Path('x.db').resolve()}"

@@ -24,7 +24,8 @@ from ntx.events import (
     RunFinished,
     RunStarted,
 )
-from ntx.ui.tally import Tracker, plural, ranges_text, resumed_line, summary_lines, up_to_date
+from ntx.ui.tally import Tracker, ranges_text, resumed_line, summary_lines, up_to_date
+from ntx.words import plural
 
 
 class PlainRenderer:

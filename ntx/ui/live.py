@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ntx.events import Event, PricesPlanned, Resumed, RunFinished, RunStarted
-from ntx.ui.tally import Tracker, format_duration, plural, resumed_line, summary_lines
+from ntx.ui.tally import Tracker, format_duration, resumed_line, summary_lines
+from ntx.words import plural
 
 REFRESH_SECONDS = 0.1
 

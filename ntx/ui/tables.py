@@ -15,6 +15,7 @@ from rich.table import Table
 from ntx.db.store import Archive, Store
 from ntx.errors import UsageError
 from ntx.ui.tally import format_duration
+from ntx.words import plural
 
 HEADERS = ("dataset", "securities", "rows", "first date", "last date", "last fetched")
 
@@ -38,7 +39,7 @@ def describe_run(run: dict[str, Any] | None) -> str:
         return "Last run: none yet"
     return (
         f"Last run: #{run['id']} {run['status']}, started {run['started_at']},"
-        f" {run['jobs_done']:,} jobs done, {run['jobs_failed']:,} failed,"
+        f" {plural(run['jobs_done'], 'job')} done, {run['jobs_failed']:,} failed,"
         f" {run['rows_new']:,} rows new, {run['rows_updated']:,} updated"
     )
 
@@ -68,9 +69,9 @@ def archive_lines(archive: Archive) -> list[str]:
     more = f" and {len(gaps) - MAX_GAPS_LISTED} more" if len(gaps) > MAX_GAPS_LISTED else ""
     return [
         f"Price archive: {archive.first} to {archive.last},"
-        f" {archive.covered:,} of {archive.sessions:,} sessions in the calendar covered",
+        f" {archive.covered:,} of {plural(archive.sessions, 'session')} in the calendar covered",
         f"  gaps: {listed}{more}" if gaps else "  gaps: none",
-        f"  {archive.older_than_window:,} sessions older than the API's window"
+        f"  {plural(archive.older_than_window, 'session')} older than the API's window"
         f" (it serves about a year, from about {archive.window_starts}): kept nowhere else",
     ]
 
@@ -137,7 +138,7 @@ def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None =
     if run.get("resumes"):
         print(f"It resumed run {run['resumes']}.", file=out)
     print(
-        f"{run['jobs_done']:,} jobs done, {run['jobs_failed']:,} failed;"
+        f"{plural(run['jobs_done'], 'job')} done, {run['jobs_failed']:,} failed;"
         f" rows: {run['rows_new']:,} new, {run['rows_updated']:,} updated,"
         f" {run['rows_unchanged']:,} unchanged",
         file=out,

@@ -1,5 +1,5 @@
 """The tally of a run as the renderers show it: counts per dataset, what the workers are on,
-and the words shared by every renderer (durations, plurals, the end-of-run summary)."""
+and the words shared by every renderer (durations, the end-of-run summary)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ntx.events import (
     RunSummary,
 )
 from ntx.model import DateRange, WriteCounts
+from ntx.words import plural
 
 MAX_LATEST = 12  # symbols the live display names at most
 MAX_FAILURES_LISTED = 20
@@ -113,9 +114,7 @@ class Tracker:
         return tag
 
 
-def plural(count: int, noun: str, many: str | None = None) -> str:
-    """`1 error`, `2 errors`, `1,000 retries`."""
-    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
+ONE = {"securities": "security", "sessions": "session", "calendar years": "calendar year"}
 
 
 def up_to_date(unit: str, count: int, *, already: bool = False) -> str:
@@ -123,7 +122,8 @@ def up_to_date(unit: str, count: int, *, already: bool = False) -> str:
     years), or the lists."""
     if unit == "lists":
         return "the stored lists are kept: fetched within their --max-age"
-    return f"{count:,} already up to date" if already else f"all {count:,} {unit} up to date"
+    what = plural(count, ONE.get(unit, unit), unit)
+    return f"{what} already up to date" if already else f"all {what} up to date"
 
 
 def format_duration(seconds: float) -> str:
