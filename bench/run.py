@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from ntx.datasets import PRICES  # noqa: E402
 from ntx.db.store import Store  # noqa: E402
 from ntx.demo.market import Market  # noqa: E402
 from ntx.model import DateRange, Job, JobResult, Security  # noqa: E402
+from ntx.nepal import one_year_before  # noqa: E402
 
 PYTHON = sys.executable
 PAST = ("--from", "2024-01-01", "--to", "2025-06-30")  # fixed: a re-run has nothing new to find
@@ -52,7 +54,16 @@ class Run:
 class Demo:
     """`ntx demo serve` in its own process, so its CPU is not the client's."""
 
-    def __init__(self, securities: int, latency_ms: float, rate_limit: float | None = None) -> None:
+    def __init__(
+        self,
+        securities: int,
+        latency_ms: float,
+        rate_limit: float | None = None,
+        *,
+        window_days: int = 0,
+        today: date | None = None,
+        port: int = 0,
+    ) -> None:
         args = [
             PYTHON,
             "-m",
@@ -60,7 +71,7 @@ class Demo:
             "demo",
             "serve",
             "--port",
-            "0",
+            str(port),
             "--securities",
             str(securities),
             "--latency-ms",
@@ -69,10 +80,12 @@ class Demo:
             # (like the exchange) serves only when told to; tokens outlive a run, so that
             # bench/floor.py needs one handshake (ntx still renews its own every 45 s)
             "--window-days",
-            "0",
+            str(window_days),
             "--token-ttl",
             "3600",
         ]
+        if today is not None:
+            args += ["--today", today.isoformat()]
         if rate_limit:
             args += ["--rate-limit", str(rate_limit)]
         self.proc = subprocess.Popen(
@@ -317,7 +330,7 @@ def adaptive_independent(limit: float, securities: int, tmp: Path) -> tuple[floa
     return run.wall / (answered / limit), refused / (answered + refused), run
 
 
-FIGURES = ("throughput", "writer", "memory", "rerun", "adaptive")
+FIGURES = ("throughput", "writer", "memory", "rerun", "daily", "adaptive")
 Row = tuple[str, str, str, str]
 
 
@@ -347,6 +360,8 @@ def main() -> None:
             rows += measure_memory(tmp, large, 50 if options.quick else 150)
         if "rerun" in wanted:
             rows += measure_rerun(tmp, 200 if options.quick else small)
+        if "daily" in wanted:
+            rows += measure_daily(tmp)
         if "adaptive" in wanted:
             rows += measure_adaptive(tmp, options.quick)
     print_table(rows)
@@ -483,6 +498,86 @@ def measure_rerun(tmp: Path, securities: int) -> list[Row]:
             _met(again["rewritten"] == 0),
         ),
     ]
+
+
+DAY_ONE = date(2026, 6, 30)  # the demo's market day of the complete database
+DAILY_SECURITIES = 690  # about 300 active equities, as the exchange lists
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def price_requests(run: Run) -> int:
+    """The requests of the prices and of the calendar they need."""
+    datasets = run.summary["datasets"]
+    return int(datasets["prices"]["requests"] + datasets.get("holidays", {}).get("requests", 0))
+
+
+def measure_daily(tmp: Path) -> list[Row]:
+    """The daily update, and what each price plan costs for a year of a whole market and
+    for two symbols, against the demo with its history window (365 days)."""
+    print("measuring the daily update and the price plans ...", file=sys.stderr)
+    os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")  # the token module, as a user keeps it
+    market = Market(1, DAILY_SECURITIES, today=DAY_ONE)
+    equities = sum(
+        1 for s in market.securities if s.instrument_type == "Equity" and s.status == "A"
+    )
+    next_day = DAY_ONE + timedelta(days=1)
+    while not market.is_trading_day(next_day):
+        next_day += timedelta(days=1)
+    port = free_port()  # one address for both days: ages count only fetches from one source
+    rows: list[Row] = []
+    db = tmp / "daily.db"
+    demo = Demo(DAILY_SECURITIES, 0, window_days=365, today=DAY_ONE, port=port)
+    try:
+        year_ago = ("--from", one_year_before(DAY_ONE).isoformat())  # the demo's year
+        backfill(demo.url, db, "--workers", "8", "--sleep", "0", *year_ago)
+        plans = {}
+        for mode in ("date", "security", "auto"):
+            by = ("--prices", "--prices-by", mode, *year_ago)
+            year = backfill(demo.url, tmp / f"{mode}.db", *by)
+            two = backfill(demo.url, tmp / f"{mode}-2.db", *by, "--symbols", "NABIL,ADBL")
+            plans[mode] = (year, two)
+    finally:
+        demo.close()
+    with sqlite3.connect(db) as conn:  # a day passes: every fetch is a day older
+        for table in ("ntx_coverage", "ntx_dates"):
+            conn.execute(
+                f"UPDATE {table} SET fetched_at ="
+                " strftime('%Y-%m-%dT%H:%M:%S+00:00', fetched_at, '-1 day')"  # ntx's format
+            )
+    demo = Demo(DAILY_SECURITIES, 40, window_days=365, today=next_day, port=port)
+    try:
+        update = backfill(demo.url, db)  # the default pace, the default ages
+    finally:
+        demo.close()
+    requests = int(update.summary["requests"])
+    rows.append(
+        (
+            f"daily update of a complete database ({equities} equities), all five, next session",
+            f"{requests} requests",
+            "<= 8",
+            _met(requests <= 8),
+        )
+    )
+    rows.append(
+        ("  its wall time, demo at 40 ms (start-up included)", f"{update.wall:.2f} s", "-", "-")
+    )
+    for label, index in ((f"one year of {equities} equities", 0), ("--symbols NABIL,ADBL", 1)):
+        costs = {mode: price_requests(runs[index]) for mode, runs in plans.items()}
+        chosen = plans["auto"][index].summary["price_plan"]["chosen"]
+        rows.append(
+            (
+                f"price requests, {label}: by date, by security, auto",
+                f"{costs['date']}, {costs['security']}, {costs['auto']} (auto: by {chosen})",
+                "-",
+                "-",
+            )
+        )
+    return rows
 
 
 def measure_adaptive(tmp: Path, quick: bool) -> list[Row]:
