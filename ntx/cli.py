@@ -338,6 +338,9 @@ def backfill(
     demo_seed: demo.Seed = demo.DemoOptions.seed,
     demo_latency_ms: demo.LatencyMs = demo.DemoOptions.latency_ms,
     demo_rate_limit: demo.RateLimit = None,
+    demo_limiter: demo.LimiterKind = None,
+    demo_burst: demo.Burst = None,
+    demo_refuse: demo.Refuse = None,
     fail_rate: demo.FailRate = None,
     faults: demo.Faults = None,
     demo_token_ttl: demo.TokenTtl = None,
@@ -349,6 +352,9 @@ def backfill(
     def run() -> int:
         demo_only = {
             "--demo-rate-limit": demo_rate_limit,
+            "--demo-limiter": demo_limiter,
+            "--demo-burst": demo_burst,
+            "--demo-refuse": demo_refuse,
             "--fail-rate": fail_rate,
             "--faults": faults,
             "--demo-token-ttl": demo_token_ttl,
@@ -387,6 +393,9 @@ def backfill(
                 demo_token_ttl,
                 demo_window_days,
                 demo_today,
+                demo_limiter,
+                demo_burst,
+                demo_refuse,
             )
             if use_demo
             else None,
@@ -492,6 +501,9 @@ def demo_serve(
     seed: demo.Seed = demo.DemoOptions.seed,
     latency_ms: demo.LatencyMs = demo.DemoOptions.latency_ms,
     rate_limit: demo.RateLimit = None,
+    limiter: demo.LimiterKind = None,
+    burst: demo.Burst = None,
+    refuse: demo.Refuse = None,
     fail_rate: demo.FailRate = None,
     faults: demo.Faults = None,
     token_ttl: demo.TokenTtl = None,
@@ -514,6 +526,9 @@ def demo_serve(
             token_ttl,
             window_days,
             today,
+            limiter,
+            burst,
+            refuse,
         )
         app_ = build_demo_app(options)
         market = app_.market
@@ -533,7 +548,8 @@ def demo_serve(
                 )
                 faulty = ""
                 if options.rate_limit:
-                    faulty += f", limited to {options.rate_limit:g} requests/s"
+                    limit = demo.limit_words(options)
+                    faulty += f", limited to {options.rate_limit:g} requests/s ({limit})"
                 if options.fail_rate > 0:
                     kinds = ",".join(options.faults) or "all faults"
                     faulty += f", failing {options.fail_rate:.0%} of requests ({kinds})"

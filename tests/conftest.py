@@ -9,6 +9,7 @@ import trio
 from trio.testing import MockClock
 
 from ntx.demo.app import DemoApp
+from ntx.demo.limits import Limiter, Refusal, make_limit
 from ntx.demo.market import Market
 from ntx.demo.protocol import TOKEN_TTL, TokenDesk
 from ntx.demo.server import serve
@@ -44,10 +45,14 @@ def start_demo(nursery: trio.Nursery) -> Callable[..., object]:
         rate_limit: float | None = None,
         token_ttl: float = TOKEN_TTL,
         window_days: int | None = None,
+        limiter: Limiter = Limiter.bucket,
+        burst: int | None = None,
+        refuse: Refusal = Refusal.too_many,
     ) -> tuple[str, RecordingApp]:
         market = Market(seed=seed, securities=securities, today=TODAY)
         desk = TokenDesk(ttl=token_ttl, seed=seed)
-        app = DemoApp(market, latency, rate_limit, desk, window_days=window_days)
+        limit = make_limit(limiter, rate_limit, burst) if rate_limit else None
+        app = DemoApp(market, latency, limit, desk, refuse=refuse, window_days=window_days)
         recorder = RecordingApp(app)
         url = await nursery.start(partial(serve, recorder))  # type: ignore[arg-type]
         return url, recorder

@@ -94,6 +94,13 @@ BAD_FLAGS = [  # each error names the flag, and says what it wants
     (["--demo", "--demo-token-ttl", "0"], "--demo-token-ttl: ", "greater than or equal to 0.1"),
     (["--rate", "0"], "--rate: ", "must be a number of requests per second > 0"),
     (["--demo-rate-limit", "-4"], "--demo-rate-limit: ", "requests per second > 0"),
+    (["--api", "http://127.0.0.1:9", "--demo-burst", "3"], "--demo-burst: only with --demo"),
+    (["--demo", "--demo-limiter", "sliding"], "the limiter, burst and refuse options shape a"),
+    (
+        ["--demo", "--demo-rate-limit", "5", "--demo-burst", "0"],
+        "--demo-burst: ",
+        "greater than or equal to 1",
+    ),
     (["--token-max-age", "0"], "--token-max-age: ", "must be a number of seconds > 0"),
     (["-H", "no colon here"], "--header takes NAME: VALUE", "got 'no colon here'"),
     (["--max-age", "ownership=soon"], "--max-age: ", "a number and a unit (30m, 12h, 7d) or 0"),

@@ -9,6 +9,7 @@ HTML body); ownership is a POST whose payload id is checked (a GET answers the s
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,10 +21,10 @@ from urllib.parse import parse_qs
 import msgspec
 import trio
 
+from ntx.demo.limits import Limit, Refusal
 from ntx.demo.market import Market, spring_page
 from ntx.demo.protocol import UNAUTHORIZED_HTML, Issued, TokenDesk
 from ntx.model import DateRange
-from ntx.pace.throttle import TokenBucket
 from ntx.sources.nepse.payload import PayloadKind
 
 MAX_PAGE_SIZE = 500
@@ -63,8 +64,8 @@ class DemoApp:
     """Serves `market`; every answer leaves `latency` seconds after its request arrived
     (building it is part of that time, so the client sees the latency it was promised).
 
-    With a `rate_limit`, requests above that many per second (bursts of about one second's
-    worth) are answered 429 with a `Retry-After`, like a real rate-limited API. With a
+    With a `limit` (`ntx.demo.limits`), the requests it refuses are answered as `refuse`
+    says: 429 with a `Retry-After`, 503, or a connection dropped without an answer. With a
     `window_days`, history serves only the last that many days before the market's today: a
     `startDate` before them answers 500 `Searched Date is not valid.`, as the exchange does.
     """
@@ -73,9 +74,10 @@ class DemoApp:
         self,
         market: Market,
         latency: float = 0.04,
-        rate_limit: float | None = None,
+        limit: Limit | None = None,
         desk: TokenDesk | None = None,
         *,
+        refuse: Refusal = Refusal.too_many,
         protocol: bool = True,
         window_days: int | None = None,
     ) -> None:
@@ -85,9 +87,8 @@ class DemoApp:
         self.desk = desk if desk is not None else TokenDesk() if protocol else None
         self.requests = 0
         self.limited = 0
-        self._bucket = (
-            TokenBucket(rate_limit, burst=max(1, round(rate_limit))) if rate_limit else None
-        )
+        self.limit = limit
+        self.refuse = refuse
         self._routes: list[tuple[re.Pattern[str], Callable[..., Any]]] = [
             (re.compile(r"/api/nots/nepse-data/market-open"), self._market_open),
             (re.compile(r"/api/nots/nepse-data/today-price"), self._today_price),
@@ -108,23 +109,30 @@ class DemoApp:
             return
         self.requests += 1
         arrived = trio.current_time()
-        if self._bucket is not None:
-            wait = self._bucket.wait_needed(arrived)
-            if wait > 0:
-                self.limited += 1
-                await trio.sleep_until(arrived + self.latency)
-                retry_after = str(max(1, math.ceil(wait))).encode()
-                await send_json(
-                    send, 429, b'{"message":"Too Many Requests"}', [(b"retry-after", retry_after)]
-                )
-                return
-            self._bucket.admit(arrived)
+        wait = self.limit.check(arrived) if self.limit is not None else None
+        if wait is not None:
+            self.limited += 1
+            await trio.sleep_until(arrived + self.latency)
+            await self._refuse(send, wait)
+            return
         body = await read_body(receive)
         status, answer = self.answer(
             scope["method"], scope["path"], scope.get("query_string", b""), headers_of(scope), body
         )
         await trio.sleep_until(arrived + self.latency)  # the work so far is part of the latency
         await send_answer(send, status, answer)
+
+    async def _refuse(self, send: Send, wait: float) -> None:
+        """A request over the limit: 429 with Retry-After (whole seconds), 503, or dropped."""
+        if self.refuse is Refusal.drop:
+            await drop_connection(send)
+        elif self.refuse is Refusal.unavailable:
+            await send_json(send, 503, b'{"message":"Service Temporarily Unavailable"}')
+        else:
+            retry_after = str(max(1, math.ceil(wait))).encode()
+            await send_json(
+                send, 429, b'{"message":"Too Many Requests"}', [(b"retry-after", retry_after)]
+            )
 
     def answer(
         self,
@@ -277,6 +285,28 @@ class DateNotValid(Exception):
 
 
 DATE_NOT_VALID = Raw(b"Searched Date is not valid.", "text/plain")
+
+
+class InjectedReset(Exception):
+    """Raised mid-answer so that the server drops the connection."""
+
+
+class QuietResets(logging.Filter):
+    """Keeps the server's log free of the resets the demo makes on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InjectedReset))
+
+
+_PROMISED = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+
+
+async def drop_connection(send: Send) -> None:
+    """Close the connection before any of the body, as the exchange does to a client that
+    bursts (hypercorn always sends a status line first)."""
+    await send({"type": "http.response.start", "status": 200, "headers": _PROMISED})
+    await send({"type": "http.response.body", "body": b"", "more_body": True})
+    raise InjectedReset("connection dropped")
 
 
 def encode(body: Any) -> bytes:

@@ -17,7 +17,6 @@ faults (each kind in turn) instead of, or before, its answer:
 
 from __future__ import annotations
 
-import logging
 import random
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -26,24 +25,24 @@ from typing import Any
 
 import trio
 
-from ntx.demo.app import DemoApp, Receive, Scope, Send, encode, headers_of, read_body, send_json
+from ntx.demo.app import (
+    DemoApp,
+    InjectedReset,
+    Receive,
+    Scope,
+    Send,
+    drop_connection,
+    encode,
+    headers_of,
+    read_body,
+    send_json,
+)
+from ntx.demo.limits import make_limit
 from ntx.demo.market import Market
 from ntx.demo.options import FAULTS, DemoOptions
 from ntx.demo.protocol import TokenDesk
 
 STALL_SECONDS = 2.5
-_PROMISED = [(b"content-type", b"application/json"), (b"content-length", b"64")]
-
-
-class InjectedReset(Exception):
-    """Raised mid-answer so that the server drops the connection."""
-
-
-class QuietResets(logging.Filter):
-    """Keeps the server's log free of the resets we inject on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], InjectedReset))
 
 
 class FaultyApp:
@@ -91,9 +90,7 @@ class FaultyApp:
         elif kind == "5xx":
             await send_json(send, self._rng.choice((500, 502, 503)), b'{"message":"Server Error"}')
         elif kind == "drop":
-            await send({"type": "http.response.start", "status": 200, "headers": _PROMISED})
-            await send({"type": "http.response.body", "body": b"", "more_body": True})
-            raise InjectedReset("connection dropped (injected)")
+            await drop_connection(send)
         elif kind == "malformed":
             await send_json(send, 200, b'{"status":"ok","data":"maintenance"}')
         else:
@@ -127,11 +124,17 @@ def build_demo_app(options: DemoOptions, today: date | None = None) -> DemoApp |
     """The demo exchange of `ntx demo serve` and `ntx backfill --demo` alike."""
     market = Market(options.seed, options.securities, today=options.today or today)
     desk = TokenDesk(ttl=options.token_ttl, seed=options.seed)
+    limit = (
+        make_limit(options.limiter, options.rate_limit, options.burst)
+        if options.rate_limit
+        else None
+    )
     app = DemoApp(
         market,
         options.latency_ms / 1000,
-        options.rate_limit,
+        limit,
         desk,
+        refuse=options.refuse,
         window_days=options.window_days or None,
     )
     if options.fail_rate <= 0:

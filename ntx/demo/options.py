@@ -11,6 +11,9 @@ from typing import Annotated
 
 import typer
 
+from ntx.demo.limits import Limiter, Refusal
+from ntx.errors import UsageError
+
 FAULTS = ("429", "5xx", "reset", "drop", "truncated", "malformed", "stall")
 
 
@@ -19,7 +22,10 @@ class DemoOptions:
     securities: int = 600
     seed: int = 1
     latency_ms: float = 40.0
-    rate_limit: float | None = None  # requests per second the demo allows; more get 429
+    rate_limit: float | None = None  # requests per second the demo allows; more are refused
+    limiter: Limiter = Limiter.bucket  # how it counts them
+    burst: int | None = None  # a bucket's burst; None: about a second's worth
+    refuse: Refusal = Refusal.too_many  # how it answers a refused request
     fail_rate: float = 0.0
     faults: tuple[str, ...] = ()  # empty: every kind of fault
     token_ttl: float = 60.0  # seconds a token lives (the real exchange's is about a minute)
@@ -70,7 +76,33 @@ LatencyMs = Annotated[
 RateLimit = Annotated[
     float | None,
     typer.Option(
-        callback=_positive, metavar="R", help="Answer 429 (with Retry-After) above R requests/s."
+        callback=_positive,
+        metavar="R",
+        help="Refuse requests above R a second (how: the limiter and refuse options).",
+    ),
+]
+LimiterKind = Annotated[
+    Limiter | None,
+    typer.Option(
+        case_sensitive=False,
+        help="How the rate limit counts: a token bucket, a sliding second, or fixed seconds"
+        " [default: bucket].",
+    ),
+]
+Burst = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="A bucket limiter's burst: requests at once [default: about a second's worth].",
+    ),
+]
+Refuse = Annotated[
+    Refusal | None,
+    typer.Option(
+        case_sensitive=False,
+        help="How a request over the rate limit is answered: 429 with Retry-After, 503, or"
+        " the connection dropped [default: 429].",
     ),
 ]
 FailRate = Annotated[
@@ -139,16 +171,45 @@ def demo_options(
     token_ttl: float | None = None,
     window_days: int | None = None,
     today: str | None = None,
+    limiter: Limiter | None = None,
+    burst: int | None = None,
+    refuse: Refusal | None = None,
 ) -> DemoOptions:
-    """The options as the demo takes them (each already checked by its declaration)."""
+    """The options as the demo takes them (each already checked by its declaration;
+    `UsageError` for a limiter's option without a rate limit, or a burst without a bucket)."""
+    if rate_limit is None and (limiter or burst or refuse):
+        raise UsageError(
+            "the limiter, burst and refuse options shape a rate limit: give one"
+            " (--rate-limit R; with --demo, --demo-rate-limit R)"
+        )
+    if burst is not None and limiter not in (None, Limiter.bucket):
+        raise UsageError(f"a burst is a bucket's: the {limiter} limiter has none")
     return DemoOptions(
         securities=securities,
         seed=seed,
         latency_ms=latency_ms,
         rate_limit=rate_limit,
+        limiter=limiter or DemoOptions.limiter,
+        burst=burst,
+        refuse=refuse or DemoOptions.refuse,
         fail_rate=fail_rate or 0.0,
         faults=parse_faults(faults) if faults else (),
         token_ttl=token_ttl or DemoOptions.token_ttl,
         window_days=DemoOptions.window_days if window_days is None else window_days,
         today=date.fromisoformat(today) if today else None,
     )
+
+
+def limit_words(options: DemoOptions) -> str:
+    """The demo's rate limit in words, for its start-up line."""
+    if options.limiter is Limiter.bucket:
+        burst = options.burst or max(1, round(options.rate_limit or 1))
+        kind = f"a token bucket, burst {burst}"
+    else:
+        kind = "a sliding second" if options.limiter is Limiter.sliding else "fixed seconds"
+    answer = {
+        Refusal.too_many: "answering 429 with Retry-After",
+        Refusal.unavailable: "answering 503",
+        Refusal.drop: "dropping the connection",
+    }[options.refuse]
+    return f"{kind}, {answer}"

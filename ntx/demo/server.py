@@ -11,8 +11,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from ntx.demo.app import Receive, Scope, Send
-from ntx.demo.faults import QuietResets
+from ntx.demo.app import QuietResets, Receive, Scope, Send
 
 LOOPBACK = "127.0.0.1"
 
