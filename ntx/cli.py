@@ -269,7 +269,7 @@ def backfill(
         callback=_rate,
         envvar="NTX_RATE",
         metavar="R",
-        help="At most R requests per second across all workers (burst = workers).",
+        help="At most R requests per second across all workers, spaced evenly.",
     ),
     timeout: float = typer.Option(
         30.0,

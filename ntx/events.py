@@ -100,25 +100,26 @@ class Paused:
 
 @dataclass(frozen=True)
 class Paced:
-    """`--sleep auto` set the knobs: `workers` slots, each sleeping `sleep` after a request."""
+    """`--sleep auto` set the knobs: `workers` slots, each sleeping `sleep` after a request,
+    their requests spaced evenly at `target` requests/s."""
 
     workers: int
     sleep: float
     target: float  # requests/s the knobs are set for
     achieved: float  # healthy answers/s lately
-    reason: str  # "start", "faster", "429 or 503", "latency"
+    reason: str  # "start", "faster", "probe", "congestion", "latency"
     at: float = 0.0  # when, on trio's clock
 
     @property
     def flags(self) -> str:
-        """The pace as flags: `--workers 6 --sleep 0.05`."""
-        return f"--workers {self.workers} --sleep {round(self.sleep, 2):g}"
+        """The pace as flags: `--workers 6 --sleep 0 --rate 57.5`."""
+        return f"--workers {self.workers} --sleep {round(self.sleep, 2):g} --rate {self.target:g}"
 
     @property
     def line(self) -> str:
         return (
-            f"pace: {self.workers} workers, {self.sleep:.2f} s sleep,"
-            f" {self.target:.1f} requests/s targeted, {self.achieved:.1f}/s answered"
+            f"pace: {self.workers} workers, {self.target:.1f} requests/s targeted"
+            f" (evenly spaced), {self.achieved:.1f}/s answered"
         )
 
 

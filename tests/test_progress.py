@@ -78,7 +78,7 @@ async def test_the_live_line_names_what_the_workers_are_on_between_requests_too(
         renderer.handle(JobStarted("prices", label, ()))
         renderer.handle(JobFinished("prices", label, 1, 1, None))  # answered; its slot now rests
     assert working_line() == "working on: B C D"  # the last 3 started: one per worker
-    renderer.handle(Paced(2, 0.1, 20.0, 18.0, "429 or 503"))
+    renderer.handle(Paced(2, 0.1, 20.0, 18.0, "congestion"))
     assert working_line() == "working on: C D"  # --sleep auto took a worker away
     renderer.handle(JobStarted("prices", "E", ()))
     renderer.handle(JobFinished("prices", "E", 1, 1, None))

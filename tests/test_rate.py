@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -44,6 +45,34 @@ async def test_bucket_keeps_the_rate_after_a_burst_of_workers(mock_clock: MockCl
     for first in range(len(starts)):
         in_one_second = sum(1 for t in starts[first:] if t < starts[first] + 1.0)
         assert in_one_second <= rate + workers
+
+
+async def test_a_schedule_spaces_every_workers_requests_evenly(mock_clock: MockClock) -> None:
+    """`--sleep auto` and `--rate` space requests 1/rate apart across all workers (a bucket
+    of burst 1), so that even a limiter that allows no burst sees none; a new rate applies
+    from the next turn on."""
+    throttle = Throttle(0.0)
+    throttle.schedule = TokenBucket(10.0)
+    starts: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(5):
+            async with throttle.request():
+                starts.append(trio.current_time())
+                await trio.sleep(0.05)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(worker)
+    starts.sort()
+    assert starts == pytest.approx([k / 10 for k in range(30)])
+    throttle.schedule.set_rate(20.0)
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(worker)
+    assert len(starts) == 50
+    gaps = [b - a for a, b in itertools.pairwise(starts[30:])]
+    assert gaps == pytest.approx([0.05] * len(gaps))
 
 
 async def test_rate_composes_with_workers_and_sleep(mock_clock: MockClock) -> None:

@@ -20,7 +20,7 @@ class Pace:
 
     - `limiter`: the worker slots (`--workers`; `--sleep auto` changes its `total_tokens`);
     - `throttle`: the gate of every request: the rest after it (`--sleep`), the `--rate`
-      bucket (burst = workers), pauses that hold back every worker;
+      bucket (burst 1: evenly spaced), pauses that hold back every worker;
     - `policy`: retries with backoff, `Retry-After`, and the circuit breaker;
     - `auto`: the `--sleep auto` controller, or None.
 
@@ -38,7 +38,7 @@ class Pace:
         notify: Notify = ignore_pause,
         rng: random.Random | None = None,
     ) -> None:
-        bucket = TokenBucket(rate, burst=workers) if rate else None
+        bucket = TokenBucket(rate) if rate else None  # spaced evenly: strict limiters allow it
         self.throttle = Throttle(sleep, bucket)
         self.limiter = trio.CapacityLimiter(workers)
         self.auto = AutoPace(self.limiter, self.throttle) if auto else None

@@ -1,22 +1,22 @@
 """`--sleep auto`: find the fastest pace the server accepts and keep to it, like TCP.
 
-The controller turns the two knobs every worker already obeys: the number of worker slots
-(the run's `trio.CapacityLimiter.total_tokens`) and the sleep after each request
-(`Throttle.sleep`). It steers a target rate r (requests/s) and derives both knobs from r and
-the smoothed latency L: the fewest workers that reach r with room to spare,
-w = ceil(2 r L), each sleeping w / r - L after its request, so w slots make r requests/s.
+The controller steers a target rate r (requests/s). Every request waits its turn on one
+schedule shared by all workers (`Throttle.schedule`, a bucket of burst 1), so requests go
+out evenly spaced 1 / r apart, never in clusters a strict limiter would refuse; the worker
+slots (the run's `trio.CapacityLimiter.total_tokens`) are the fewest that keep r going at
+the smoothed latency L with room to spare, w = ceil(2 r L) + 1, and they sleep no more.
 
 - Start: r = workers / (L + sleep), the pace of the flags given.
 - Slow start: while answers are healthy, latency is flat and r is being reached, r grows by
   a quarter every tick (0.5 s).
 - A latency jump (latency at twice its floor and 50 ms above it): r drops to 0.9 x r and
   climbs back as below; the new latency becomes the floor.
-- A 429 or 503 answer: r drops to 0.9 x the rate the server accepted over the last 2 s,
-  pauses included, and by at most half; or to 0.9 x the rate it accepted since it first
-  refused, if that is lower (a limiter's burst allowance lets a client run above the limit
-  for a while; the long run tells the limit). One decrease per round: answers to requests
-  sent before the last decrease do not cut again. `Retry-After` is honoured by the retry
-  policy, which pauses every worker.
+- Congestion (a 429 or 503 answer, or a connection dropped): r drops to 0.9 x the rate
+  the server accepted over the last 2 s, pauses included, and by at most half; or to
+  0.9 x the rate it accepted since it first refused, if that is lower (a limiter's burst
+  allowance lets a client run above the limit for a while; the long run tells the limit).
+  One decrease per round: answers to requests sent before the last decrease do not cut
+  again. `Retry-After` is honoured by the retry policy, which pauses every worker.
 - Afterwards (additive increase): r climbs back fast, half the gap per tick, to the rate it
   fell from, then probes above it slowly, by 0.5% of that rate per tick.
 
@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ntx.events import Paced
-from ntx.pace.throttle import Outcome, Throttle
+from ntx.pace.throttle import Outcome, Throttle, TokenBucket
 
 TICK = 0.5  # seconds between increases
 WINDOW = 2.0  # seconds over which the accepted rate is measured
@@ -85,7 +85,7 @@ class AutoPace:
         elif outcome is Outcome.CONGESTED:
             self._tick_congested = True
             if started >= self._last_decrease:  # once per round, like TCP
-                self._decrease(finished, "429 or 503")
+                self._decrease(finished, "congestion")
 
     def _healthy(self, now: float, latency: float) -> None:
         if self._first_answer is None:
@@ -195,16 +195,19 @@ class AutoPace:
             self.rate += PROBE * self.refused_at
         self._apply("faster")
 
-    def _knobs(self, rate: float) -> tuple[int, float]:
+    def _knobs(self, rate: float) -> int:
+        """The worker slots that keep `rate` requests/s going at the latency seen."""
         assert self.latency is not None
-        workers = min(self.max_workers, max(1, math.ceil(HEADROOM * rate * self.latency)))
-        return workers, max(0.0, workers / rate - self.latency)
+        return min(self.max_workers, max(1, math.ceil(HEADROOM * rate * self.latency) + 1))
 
     def _apply(self, reason: str) -> None:
         assert self.rate is not None
-        workers, sleep = self._knobs(self.rate)
-        self._limiter.total_tokens = workers
-        self._throttle.sleep = sleep
+        self._limiter.total_tokens = self._knobs(self.rate)
+        self._throttle.sleep = 0.0  # the schedule spaces the requests, not the workers' rests
+        if self._throttle.schedule is None:
+            self._throttle.schedule = TokenBucket(self.rate)
+        else:
+            self._throttle.schedule.set_rate(self.rate)
         self._reason = reason
         self._changed = True
 
@@ -236,8 +239,7 @@ class AutoPace:
             reason, rate = "unsettled", min(self.rate, BACKOFF * self.refused_at)
         else:
             reason, rate = "refused", min(self.rate, 0.97 * long_run)
-        workers, sleep = self._knobs(rate)
-        return Paced(workers, math.ceil(sleep * 100) / 100, rate, achieved, reason, at=now)
+        return Paced(self._knobs(rate), 0.0, math.floor(rate * 10) / 10, achieved, reason, at=now)
 
     async def run(self, notify: Callable[[Paced], Awaitable[None]]) -> None:
         """Tick every TICK seconds, telling `notify` of each change, until cancelled."""

@@ -67,10 +67,17 @@ class TokenBucket:
     def __init__(self, rate: float, burst: int = 1) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("a token bucket needs rate > 0 and burst >= 1")
+        self.burst = burst
+        self._next = -math.inf  # when the next request is due, at the steady rate
+        self.set_rate(rate)
+
+    def set_rate(self, rate: float) -> None:
+        """From now on, `rate` requests per second (the turns already taken keep theirs)."""
+        if rate <= 0:
+            raise ValueError("a token bucket needs rate > 0")
         self.rate = rate
         self._interval = 1.0 / rate
-        self._tolerance = (burst - 1) * self._interval
-        self._next = -math.inf  # when the next request is due, at the steady rate
+        self._tolerance = (self.burst - 1) * self._interval
 
     def wait_needed(self, now: float) -> float:
         return max(0.0, max(self._next, now) - self._tolerance - now)
@@ -100,7 +107,9 @@ class Slot:
 class Throttle:
     """The gate shared by all workers of a run; also counts requests and concurrency.
 
-    With a `bucket` (`--rate`), requests also keep to its rate, across all workers.
+    With a `bucket` (`--rate`), requests also keep to its rate, across all workers. With a
+    `schedule` (set by `--sleep auto`), they also keep to its rate: a bucket of burst 1, so
+    that requests are spaced evenly across workers rather than clustered behind their rests.
     """
 
     def __init__(
@@ -110,6 +119,7 @@ class Throttle:
             raise ValueError("sleep must not be negative")
         self.sleep = sleep
         self.bucket = bucket
+        self.schedule: TokenBucket | None = None
         self.observer = observer
         self.requests = 0
         self.retries = 0
@@ -137,8 +147,9 @@ class Throttle:
         while True:
             while self.paused:  # a pause may be extended while we wait
                 await trio.sleep_until(self.resume_at)
-            if self.bucket is not None:
-                await self.bucket.take()
+            for gate in (self.bucket, self.schedule):
+                if gate is not None:
+                    await gate.take()
             if not self.paused:  # no pause began while we waited for our turn
                 break
         self.requests += 1
