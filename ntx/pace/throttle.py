@@ -65,8 +65,8 @@ class TokenBucket:
     """
 
     def __init__(self, rate: float, burst: int = 1) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
+        if burst < 1:
+            raise ValueError("a token bucket needs burst >= 1")
         self.burst = burst
         self._next = -math.inf  # when the next request is due, at the steady rate
         self.set_rate(rate)
