@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from datetime import date, datetime, timedelta, timezone
+
+from ntx.model import DateRange
 
 NEPAL_TZ = timezone(timedelta(hours=5, minutes=45), "NPT")
 SESSION_WEEKDAYS = frozenset({6, 0, 1, 2, 3})  # the exchange trades Sunday to Thursday
@@ -20,3 +23,15 @@ def one_year_before(day: date) -> date:
         return day.replace(year=day.year - 1)
     except ValueError:
         return day.replace(year=day.year - 1, day=28)
+
+
+def sessions(period: DateRange, holidays: AbstractSet[date]) -> list[date]:
+    """The business dates of `period` on which the exchange trades (Sunday to Thursday, not
+    in `holidays`), newest first."""
+    days = []
+    day = period.end
+    while day >= period.start:
+        if day.weekday() in SESSION_WEEKDAYS and day not in holidays:
+            days.append(day)
+        day -= timedelta(days=1)
+    return days

@@ -22,12 +22,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from enum import StrEnum
 
 from ntx.datasets import HOLIDAYS, PRICES, plan_jobs
 from ntx.model import DateRange, Job, Security
-from ntx.nepal import SESSION_WEEKDAYS
+from ntx.nepal import sessions
 from ntx.words import plural
 
 PAGE_ROWS = 500  # rows per page of the by-date answer
@@ -38,17 +38,6 @@ class PricesBy(StrEnum):
     AUTO = "auto"
     DATE = "date"
     SECURITY = "security"
-
-
-def sessions(period: DateRange, holidays: AbstractSet[date]) -> list[date]:
-    """The business dates of `period` on which the exchange trades, newest first."""
-    days = []
-    day = period.end
-    while day >= period.start:
-        if day.weekday() in SESSION_WEEKDAYS and day not in holidays:
-            days.append(day)
-        day -= timedelta(days=1)
-    return days
 
 
 def pages_per_date(most_rows: int) -> int:

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ntx.model import DateRange, Security
-from ntx.price_plan import CHEAPER, PricesBy, calendar_jobs, plan_prices, sessions
+from ntx.nepal import sessions
+from ntx.price_plan import CHEAPER, PricesBy, calendar_jobs, plan_prices
 
 START = date(2026, 1, 1)
 

@@ -13,8 +13,8 @@ import trio
 from trio.testing import MockClock
 
 from ntx.model import DateRange
+from ntx.nepal import sessions
 from ntx.pace.throttle import Throttle, TokenBucket
-from ntx.price_plan import sessions
 from tests.helpers import (
     TODAY,
     backfill_args,

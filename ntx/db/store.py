@@ -22,7 +22,7 @@ from typing import Any
 from ntx.db.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, TABLES, Table
 from ntx.errors import StoreError, UsageError
 from ntx.model import DateRange, Job, JobKey, JobResult, Row, WriteCounts
-from ntx.nepal import SESSION_WEEKDAYS
+from ntx.nepal import sessions
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT = 10.0  # seconds to wait for another program's write lock
@@ -585,12 +585,10 @@ class Store:
             date.fromisoformat(d) for (d,) in self._conn.execute("SELECT DISTINCT date FROM prices")
         }
         closed = {day for day, status in self.dates("prices").items() if status == CLOSED}
-        off = set(self.holidays()) | closed
-        days = (start + timedelta(days=n) for n in range((end - start).days + 1))
-        sessions = [day for day in days if day.weekday() in SESSION_WEEKDAYS and day not in off]
+        calendar = sessions(DateRange(start, end), set(self.holidays()) | closed)[::-1]
         gaps: list[DateRange] = []
         previous_missing = False
-        for day in sessions:
+        for day in calendar:
             missing = day not in stored
             if missing and previous_missing:
                 gaps[-1] = DateRange(gaps[-1].start, day)  # the gap goes on to this session
@@ -601,8 +599,8 @@ class Store:
         return Archive(
             first=start,
             last=end,
-            sessions=len(sessions),
-            covered=sum(1 for day in sessions if day in stored),
+            sessions=len(calendar),
+            covered=sum(1 for day in calendar if day in stored),
             gaps=gaps,
             older_than_window=sum(1 for day in stored if day < window),
             window_starts=window,
