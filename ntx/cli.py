@@ -548,7 +548,7 @@ def demo_serve(
                 )
                 faulty = ""
                 if options.rate_limit:
-                    limit = demo.limit_words(options)
+                    limit = demo.limit_words(options, options.rate_limit)
                     faulty += f", limited to {options.rate_limit:g} requests/s ({limit})"
                 if options.fail_rate > 0:
                     kinds = ",".join(options.faults) or "all faults"

@@ -100,10 +100,15 @@ class FixedLimit:
         return second + 1 - now
 
 
+def default_burst(rate: float) -> int:
+    """A bucket's burst unless told: about a second's worth of requests."""
+    return max(1, round(rate))
+
+
 def make_limit(kind: Limiter, rate: float, burst: int | None = None) -> Limit:
     """The limiter of `kind`; a bucket's `burst` defaults to about a second's worth."""
     if kind is Limiter.sliding:
         return SlidingLimit(rate)
     if kind is Limiter.fixed:
         return FixedLimit(rate)
-    return BucketLimit(rate, burst if burst is not None else max(1, round(rate)))
+    return BucketLimit(rate, burst if burst is not None else default_burst(rate))

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ntx.demo.limits import Limiter, Refusal
+from ntx.demo.limits import Limiter, Refusal, default_burst
 from ntx.errors import UsageError
 
 FAULTS = ("429", "5xx", "reset", "drop", "truncated", "malformed", "stall")
@@ -200,10 +200,10 @@ def demo_options(
     )
 
 
-def limit_words(options: DemoOptions) -> str:
-    """The demo's rate limit in words, for its start-up line."""
+def limit_words(options: DemoOptions, rate: float) -> str:
+    """The demo's limit of `rate` requests/s in words, for its start-up line."""
     if options.limiter is Limiter.bucket:
-        burst = options.burst or max(1, round(options.rate_limit or 1))
+        burst = options.burst or default_burst(rate)
         kind = f"a token bucket, burst {burst}"
     else:
         kind = "a sliding second" if options.limiter is Limiter.sliding else "fixed seconds"
