@@ -414,8 +414,8 @@ class Engine:
         mode = self.plan.prices_by
         if resumes is not None and mode is PricesBy.AUTO:
             resumed = await trio.to_thread.run_sync(store.price_plan_of, resumes)
-            if resumed in (PricesBy.DATE, PricesBy.SECURITY):
-                mode = PricesBy(resumed)
+            if resumed is not None and resumed[0] in (PricesBy.DATE, PricesBy.SECURITY):
+                mode = PricesBy(resumed[0])
         plan = plan_prices(
             [sec for sec in universe if wanted is None or sec.id in wanted],
             period=self.plan.period,

@@ -534,11 +534,15 @@ class Store:
         with self._transaction() as conn:
             conn.execute("UPDATE ntx_runs SET price_plan = ? WHERE id = ?", (text, run_id))
 
-    def price_plan_of(self, run_id: int) -> str | None:
-        """The way a run fetched prices (`date`, `security`, `none`...), if it recorded one."""
+    def price_plan_of(self, run_id: int) -> tuple[str, str] | None:
+        """The way a run fetched prices (`date`, `security`, `none`...) and its line in
+        words, if it recorded them."""
         row = self._conn.execute("SELECT price_plan FROM ntx_runs WHERE id = ?", (run_id,))
         (text,) = row.fetchone() or (None,)
-        return str(json.loads(text)["chosen"]) if text else None
+        if not text:
+            return None
+        plan = json.loads(text)
+        return str(plan["chosen"]), str(plan["line"])
 
     def coverage(self, dataset: str) -> dict[int, DateRange]:
         """Each security's covered date range for a ranged dataset."""

@@ -3,7 +3,6 @@ a terminal and plain text otherwise."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -143,8 +142,9 @@ def print_run(store: Store, run_id: int, running_now: bool, out: TextIO | None =
         f" {run['rows_unchanged']:,} unchanged",
         file=out,
     )
-    if run.get("price_plan"):
-        print(f"Prices: {json.loads(run['price_plan'])['line']}", file=out)
+    plan = store.price_plan_of(run_id)
+    if plan is not None:
+        print(f"Prices: {plan[1]}", file=out)
     rows = [
         (status, dataset, _job_label(symbols, sid, ranges), reason or "")
         for dataset, sid, ranges, status, reason in jobs
