@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ntx.demo.market import Market
 from ntx.demo.protocol import TokenDesk, build_module, module_wat, scramble
 from ntx.errors import TokenRefused
 from ntx.net.client import open_client
-from ntx.pace.throttle import Throttle
+from ntx.pace.throttle import Throttle, TokenBucket
 from ntx.sources.nepse.payload import DUMMY, PayloadKind, nepal_day, payload_id
 from ntx.sources.nepse.session import ModuleCache, Session
 from ntx.sources.nepse.source import NepseSource
@@ -203,6 +203,31 @@ async def test_many_workers_share_one_handshake(mock_clock: MockClock) -> None:
     assert network.count("/prove") == 1 and network.count("css.wasm") == 1
     assert network.count("market-open") == 1
     assert network.count("/api/nots/security/") == 8  # every POST's payload id was right
+
+
+async def test_posts_queued_at_the_gate_across_midnight_in_nepal_carry_the_new_day(
+    mock_clock: MockClock,
+) -> None:
+    """The id is computed as a request leaves the gate: six workers queued behind a
+    1 request/s pace across 18:15 UTC are each answered at the first try."""
+    start = datetime(2026, 12, 1, 18, 14, 57, tzinfo=UTC)
+
+    def wall_clock() -> datetime:
+        return start + timedelta(seconds=trio.current_time())
+
+    network = Counting(TokenDesk(ttl=60, wall_clock=wall_clock))
+    securities = [s.security_id for s in network.app.market.securities[:6]]
+    async with open_client(
+        "http://demo.test", workers=8, timeout=30, transport=httpx.MockTransport(network.handle)
+    ) as client:
+        gate = Throttle(0, TokenBucket(1.0, burst=1))
+        source = NepseSource(client, gate, session=Session(), wall_clock=wall_clock)
+        async with trio.open_nursery() as nursery:
+            for security in securities:
+                nursery.start_soon(source.ownership, security)
+        assert nepal_day(wall_clock()) == 2  # the last ones left after midnight there
+    assert network.count("/api/nots/security/") == 6  # none refused for yesterday's id
+    assert network.count("/prove") == 1
 
 
 async def test_a_token_is_renewed_when_it_is_older_than_the_max_age(mock_clock: MockClock) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from trio.testing import MockClock
 from ntx.model import DateRange
 from ntx.nepal import sessions
 from ntx.pace.throttle import Throttle, TokenBucket
+from ntx.sources.nepse.payload import nepal_day
 from tests.helpers import (
     TODAY,
     backfill_args,
@@ -107,25 +108,33 @@ async def test_demo_rate_limit_answers_429_and_rate_keeps_under_it(
         assert table(tmp_path / "eager.db", name) == expected[name]  # ...and still get every row
 
     recorder.seen.clear()
+    began = nepal_day(datetime.now(UTC))
     polite = await run_ntx_async(
         *backfill_args(url, tmp_path / "polite.db", *dates, "--workers", "16", "--rate", "15")
     )
+    crossed_midnight_in_nepal = nepal_day(datetime.now(UTC)) != began
     assert polite.returncode == 0
     assert "at most 15 requests/s" in polite.stdout
     assert [s.status for s in recorder.seen if s.status == 429] == []
     universe = default_universe(market)
     data = [s for s in recorder.seen if s.path.startswith("/api/nots/") and "open" not in s.path]
+    # A POST in flight as the day turns in Nepal carries yesterday's payload id: the server
+    # answers 401 and ntx asks again with a new token. Only then may an answer be refused.
+    refused_ids = [s for s in data if s.status == 401]
+    assert crossed_midnight_in_nepal or not refused_ids
+    data = [s for s in data if s.status != 401]
     period = DateRange(date(2026, 1, 1), TODAY)
     listed_holidays = {day for day, _ in market.holidays(2026)}
     asked_dates = sessions(period, listed_holidays)  # closures the list misses are asked too
     # the lists, the calendar, a request per session, then 3 datasets x 1 request
     assert len(data) == 2 + 1 + len(asked_dates) + 3 * len(universe)
     starts = sorted(s.started for s in recorder.seen)
-    # The bucket's contract: by t seconds after the first request, at most burst + 15 t have
-    # started (burst = 16 workers). Seen from the server, one request may arrive a little
-    # early or late against the client's clock: allow that one.
+    # The schedule's contract: by t seconds after the first request, at most 1 + 15 t have
+    # started (evenly spaced, a burst of 1). Seen from the server, a request may arrive a
+    # little early or late against the client's clock (the first waits for its connection):
+    # allow three, 0.2 s of a loaded machine's jitter, far below the 16 workers' burst.
     for count, started in enumerate(starts, start=1):
-        assert count <= 16 + 15 * (started - starts[0]) + 1, (count, started - starts[0])
-    assert (starts[-1] - starts[0]) >= (len(starts) - 16 - 1) / 15  # and it did keep to it
+        assert count <= 1 + 15 * (started - starts[0]) + 3, (count, started - starts[0])
+    assert (starts[-1] - starts[0]) >= (len(starts) - 4) / 15  # and it did keep to it
     for name in expected:
         assert table(tmp_path / "polite.db", name) == expected[name]

@@ -299,20 +299,28 @@ class NepseSource:
         payload: PayloadKind | None,
         credentials: Credentials,
     ) -> httpx.Response:
-        body: dict[str, Any] | None = None
         if credentials.token is None:
             method = "GET"  # a plain mirror: no token, no payload ids, GET everywhere
-        elif payload is not None:
-            market = self.session.market
-            assert market is not None, "the handshake that made the token fetched it"
-            day = nepal_day(self._wall_clock())
-            body = {"id": payload_id(payload, market.id, credentials.salts, day)}
         async with self._gate.request():  # the gate paces by the status: check it inside
+            # The id carries the Nepal day: compute it as the request leaves, not before a
+            # wait at the gate that may cross midnight there (the server would answer 401).
+            body = self._payload_body(payload, credentials)
             response = await self._client.request(
                 method, path, params=params, json=body, headers=credentials.header
             )
             _check_status(response, path, allow=(401,) if credentials.token else ())
         return response
+
+    def _payload_body(
+        self, payload: PayloadKind | None, credentials: Credentials
+    ) -> dict[str, Any] | None:
+        """The POST body `{"id": ...}` for today in Nepal, or None where no id is sent."""
+        if payload is None or credentials.token is None:
+            return None
+        market = self.session.market
+        assert market is not None, "the handshake that made the token fetched it"
+        day = nepal_day(self._wall_clock())
+        return {"id": payload_id(payload, market.id, credentials.salts, day)}
 
     async def _handshake(self, refetch_module: bool) -> Credentials:
         """Prove, then unscramble the access token with the site's module."""
