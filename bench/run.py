@@ -359,7 +359,7 @@ def measure_limiters(tmp: Path, quick: bool) -> list[Row]:
     """--sleep auto against each kind of limiter, R = 8 and 60 (unknown to ntx): wall time
     over the least the answers needed, the share refused or dropped, the exit status."""
     rows: list[Row] = []
-    for limit, securities in ((8, 80 if quick else 200), (60, 300 if quick else 1000)):
+    for limit, securities in ((8, 80 if quick else 300), (60, 300 if quick else 1200)):
         for label, flags in LIMITER_KINDS:
             print(f"measuring --sleep auto against {label}, R={limit} ...", file=sys.stderr)
             run = limited(limit, securities, tmp, flags)

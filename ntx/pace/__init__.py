@@ -49,6 +49,7 @@ class Pace:
             breaker=CircuitBreaker(self.throttle),
             notify=notify,
             rng=rng,
+            shared_waits=not auto,  # under auto, the controller slows every worker
         )
 
     @property

@@ -1,4 +1,4 @@
-"""`--sleep auto`: find the fastest pace the server accepts and keep to it, like TCP.
+"""`--sleep auto`: find the fastest pace the server accepts and keep to it.
 
 The controller steers a target rate r (requests/s). Every request waits its turn on one
 schedule shared by all workers (`Throttle.schedule`, a bucket of burst 1), so requests go
@@ -6,19 +6,32 @@ out evenly spaced 1 / r apart, never in clusters a strict limiter would refuse; 
 slots (the run's `trio.CapacityLimiter.total_tokens`) are the fewest that keep r going at
 the smoothed latency L with room to spare, w = ceil(2 r L) + 1, and they sleep no more.
 
-- Start: r = workers / (L + sleep), the pace of the flags given.
-- Slow start: while answers are healthy, latency is flat and r is being reached, r grows by
-  a quarter every tick (0.5 s).
-- A latency jump (latency at twice its floor and 50 ms above it): r drops to 0.9 x r and
-  climbs back as below; the new latency becomes the floor.
-- Congestion (a 429 or 503 answer, or a connection dropped): r drops to 0.9 x the rate
-  the server accepted over the last 2 s, pauses included, and by at most half; or to
-  0.9 x the rate it accepted since it first refused, if that is lower (a limiter's burst
-  allowance lets a client run above the limit for a while; the long run tells the limit).
-  One decrease per round: answers to requests sent before the last decrease do not cut
-  again. `Retry-After` is honoured by the retry policy, which pauses every worker.
-- Afterwards (additive increase): r climbs back fast, half the gap per tick, to the rate it
-  fell from, then probes above it slowly, by 0.5% of that rate per tick.
+A rate is *held* once it has been in force for a trial (1 s at first) with its requests
+really sent at it and nothing refused since: the highest such rate is the pace known to be
+safe. The rate a refused request was sent at is the limit's upper bound.
+
+- Start: r = workers / (L + sleep), the pace of the flags given (spaced from the first
+  request on, at an assumed 100 ms until an answer tells the latency).
+- Slow start: until the server first refuses, r grows by a quarter every tick (0.25 s)
+  while the answers keep up with it.
+- Congestion (a 429 or 503 answer, or a connection dropped; a latency jump to twice its
+  floor and 50 ms above it counts too), once per round: answers to requests sent before
+  the last decrease do not cut again.
+  - Nothing held yet: r falls to a guess, what the server accepted in the last second
+    (a limiter lets its rate through), between half the refused rate and the one before.
+  - Refused above the rate held: r falls to 0.85 x the rate held for a trial, so that
+    the limiter refills, and the search goes on from the rate held.
+  - Refused at or below the rate held: a burst allowance fooled a trial, or the limit
+    fell: the rate held becomes 0.85 x the refused one, and trials last twice as long as
+    that rate did, up to 8 s.
+- Search: once the rate in force has held, r moves 40% of the way to the bound, until the
+  two are within 4%.
+- Hold and probe: r stays there 8 s, then probes 3% higher. A refused probe doubles the
+  next hold (up to 64 s); a probe that holds above the bound means the limit rose: r grows
+  by 6%, 12%, 25% a trial until refused again.
+
+Under auto, a congestion wait (`Retry-After` or a backoff) holds back only the retry that
+was told: the controller slows every worker instead of a pause stopping them all.
 
 All timing is trio's clock, so tests drive it with `trio.testing.MockClock`.
 """
@@ -34,15 +47,23 @@ import trio
 from ntx.events import Paced
 from ntx.pace.throttle import Outcome, Throttle, TokenBucket
 
-TICK = 0.5  # seconds between increases
-WINDOW = 2.0  # seconds over which the accepted rate is measured
+TICK = 0.25  # seconds between control steps
+TRIAL = 1.0  # seconds a rate must last, with nothing refused, to count as held
+MAX_TRIAL = 8.0  # ... at most, after burst allowances fooled shorter trials
 GROWTH = 1.25  # slow start: r *= GROWTH per tick
-BACKOFF = 0.9  # on congestion: r = BACKOFF x accepted rate
-PROBE = 0.005  # then r += PROBE x that rate per tick
-HEADROOM = 2.0  # workers = ceil(HEADROOM x r x L)
+BACKOFF = 0.85  # a refusal at the rate held: it falls to BACKOFF x the refused rate
+CLOSE = 0.04  # the search ends when the rate held is within this share of the bound
+BISECT = 0.4  # ... each step going this share of the way to it
+FIRST_HOLD = 8.0  # seconds at the limit found before a probe above it
+MAX_HOLD = 64.0
+PROBE = 0.03  # a probe: this much above the rate held; then twice, four times as much
+MAX_STEP = 0.12
+HEADROOM = 2.0  # workers = ceil(HEADROOM x r x L) + 1
 LATENCY_JUMP = 2.0  # latency this many times its floor ...
 LATENCY_JUMP_MIN = 0.05  # ... and at least this many seconds above it, is congestion
 FLOOR_MEMORY = 30.0  # seconds a latency floor is remembered (the server may change)
+HISTORY = 60.0  # seconds of past rates kept, to tell the rate a request was sent at
+ASSUMED_LATENCY = 0.1  # before the first answer: the schedule's first rate assumes this
 MIN_RATE = 0.1
 MAX_AUTO_WORKERS = 32
 
@@ -60,32 +81,47 @@ class AutoPace:
         self._limiter = limiter
         self._throttle = throttle
         self.max_workers = max(max_workers, int(limiter.total_tokens))
-        self.rate: float | None = None  # None until the first healthy answer
-        self.refused_at: float | None = None  # the rate of the last congestion (None: never)
+        self.rate = limiter.total_tokens / (throttle.sleep + ASSUMED_LATENCY)  # the target
+        self.held: float | None = None  # the highest rate that held (None: none yet)
+        self._verified = False  # `held` held for a trial (else: a guess after a refusal)
+        self.refused_at: float | None = None  # the bound: the last rate refused above `held`
         self.latency: float | None = None  # smoothed latency of healthy answers
-        self._floors: deque[tuple[float, float]] = deque()  # (time, latency floor then)
-        self._answers: deque[float] = deque()  # times of healthy answers within WINDOW
-        self._first_answer: float | None = None
-        self.healthy = 0  # healthy answers in all
-        self._first_congestion: tuple[float, int] | None = None  # (when, healthy answers then)
-        self._tick_answers = 0  # healthy answers since the last tick
-        self._tick_congested = False
-        self._last_decrease = -math.inf
         self.decreases = 0
+        self._rates: deque[tuple[float, float]] = deque()  # (since when, rate)
+        self._floors: deque[tuple[float, float]] = deque()  # (time, latency floor then)
+        self._first_answer: float | None = None
+        self._answers: deque[float] = deque()  # times of healthy answers, the last 2 s
+        self._sent: deque[float] = deque()  # when the requests answered lately were sent
+        self._first_congestion: tuple[float, int] | None = None  # (when, healthy then)
+        self.healthy = 0
+        self._tick_answers = 0
+        self._last_decrease = -math.inf  # when r last fell (requests sent before: same round)
+        self._last_congestion = -math.inf
+        self._trial = TRIAL
+        self._hold = FIRST_HOLD
+        self._hold_until: float | None = None  # holding at the limit found until then
+        self._step = PROBE  # the next increase above the rate held, as a share of it
         self._reason = "start"
         self._started = False
         self._changed = False
+        self._slow_start = True  # until the server first refuses
+        # the first requests go out evenly spaced too, at about the flags' pace
+        self._sleep_given = throttle.sleep
+        throttle.schedule = TokenBucket(self.rate)
+        throttle.sleep = 0.0
+        self._rates.append((-math.inf, self.rate))
 
     # ------------------------------------------------------------------ signals
 
     def answered(self, started: float, finished: float, outcome: Outcome) -> None:
         """The throttle's report of one request (see `ntx.pace.throttle.Observer`)."""
+        self._sent.append(started)
         if outcome is Outcome.OK:
             self._healthy(finished, finished - started)
         elif outcome is Outcome.CONGESTED:
-            self._tick_congested = True
+            self._last_congestion = finished
             if started >= self._last_decrease:  # once per round, like TCP
-                self._decrease(finished, "congestion")
+                self._congestion(finished, started, "congestion")
 
     def _healthy(self, now: float, latency: float) -> None:
         if self._first_answer is None:
@@ -94,106 +130,150 @@ class AutoPace:
         self.healthy += 1
         self._tick_answers += 1
         self.latency = latency if self.latency is None else 0.875 * self.latency + 0.125 * latency
-        if self.rate is None:
-            self.rate = self._limiter.total_tokens / (self.latency + self._throttle.sleep)
 
-    def _floor(self, now: float) -> float | None:
-        """The lowest smoothed latency of the last FLOOR_MEMORY seconds."""
-        while self._floors and self._floors[0][0] < now - FLOOR_MEMORY:
-            self._floors.popleft()
-        return min((floor for _, floor in self._floors), default=None)
+    def rate_at(self, when: float) -> tuple[float, float]:
+        """The schedule's rate at `when` (a request's start), and since when it was."""
+        since, rate = self._rates[0]
+        for changed, then in self._rates:
+            if changed > when:
+                break
+            since, rate = changed, then
+        return rate, since
+
+    def _lowest_since(self, when: float) -> float:
+        """The lowest rate in force from `when` to now."""
+        lowest, _ = self.rate_at(when)
+        return min([lowest] + [rate for since, rate in self._rates if since > when])
 
     def accepted_rate(self, now: float) -> float | None:
-        """Healthy answers per second over the last WINDOW seconds, pauses included: a rate
-        limiter refills while every worker waits (None: too little time to say)."""
-        while self._answers and self._answers[0] < now - WINDOW:
+        """Healthy answers per second over the last 2 s (None: too little time to say)."""
+        while self._answers and self._answers[0] < now - 2.0:
             self._answers.popleft()
-        if self._first_answer is None or now - self._first_answer < TICK:
+        if self._first_answer is None or now - self._first_answer < 0.5:
             return None
-        return len(self._answers) / min(WINDOW, now - self._first_answer)
+        return len(self._answers) / min(2.0, now - self._first_answer)
+
+    def _accepted_lately(self, now: float) -> float:
+        """Healthy answers in the last second: what a limiter lets through when saturated."""
+        return sum(1 for answer in self._answers if answer >= now - 1.0) / 1.0
 
     def long_run_rate(self, now: float) -> float | None:
         """Healthy answers per second since the server first refused (None: not long enough)."""
         if self._first_congestion is None:
             return None
         since, healthy = self._first_congestion
-        if now - since < 2 * WINDOW:
+        if now - since < 2 * TRIAL:
             return None
         return (self.healthy - healthy) / (now - since)
 
     # ------------------------------------------------------------------ control
 
-    def _cut(self, now: float, basis: float, reason: str) -> None:
-        """r falls to BACKOFF x `basis`; requests sent before `now` cannot cut again."""
-        self.rate = max(MIN_RATE, BACKOFF * basis)
-        self._last_decrease = now
-        self.decreases += 1
-        self._apply(reason)
-
-    def _slow_for_latency(self, now: float) -> None:
-        """A latency jump says "less, for now", not where the limit is: r falls by the usual
-        factor and climbs back to where it was (slow start ends: growth is additive now)."""
-        assert self.rate is not None
-        self.refused_at = self.refused_at or self.rate
-        self._cut(now, self.rate, "latency")
-
-    def _decrease(self, now: float, reason: str) -> None:
-        if self.rate is None:
-            return  # nothing healthy yet: the retry policy's waits are all there is to go by
+    def _congestion(self, now: float, started: float, reason: str) -> None:
+        """A request sent at `started` was refused (or the latency jumped)."""
+        sent, since = self.rate_at(started)
         if self._first_congestion is None:
             self._first_congestion = (now, self.healthy)
-        # What the server accepts: over the last seconds (at least half of r), and over the
-        # long run since it first refused if that is lower: a limiter's burst allowance lets
-        # a client run above the limit for a while, and only the long run tells.
-        accepted = self.accepted_rate(now)
-        basis = min(self.rate, max(accepted, 0.5 * self.rate)) if accepted else self.rate
-        long_run = self.long_run_rate(now)
-        if long_run is not None:
-            basis = min(basis, long_run)
-        self.refused_at = basis
-        self._cut(now, basis, reason)
+        dip = 1.0  # how far below the rate held to go while the limiter refills
+        if self._slow_start or self.held is None or (not self._verified and sent <= self.held):
+            # a guess to try: what the server has just accepted (a saturated limiter lets
+            # its rate through), within half the rate refused and the rate below it
+            below = 1 / GROWTH if self._slow_start else BACKOFF
+            lately = BACKOFF * self._accepted_lately(now)
+            self.held, self._verified = min(below * sent, max(sent / 2, lately)), False
+            self._slow_start = False
+        elif sent <= self.held:  # a burst allowance fooled a trial, or the limit fell
+            self._trial = min(MAX_TRIAL, max(self._trial, 2 * (started - since)))
+            self.held = BACKOFF * sent
+            self._hold = FIRST_HOLD
+        else:  # refused above the rate held: back below it, then up again
+            dip = BACKOFF
+            if self._hold_until is not None:  # a probe refused: the limit has not moved
+                self._hold = min(MAX_HOLD, 2 * self._hold)
+        self.refused_at = sent
+        self._hold_until = None
+        self._step = PROBE
+        self._last_decrease = now
+        self.decreases += 1
+        self.held = max(MIN_RATE, self.held)
+        self._set(min(self.rate, dip * self.held), now, reason)
 
     def tick(self, now: float) -> Paced | None:
         """One control step; returns the new pace if the knobs changed since the last tick."""
-        answers, congested = self._tick_answers, self._tick_congested
-        self._tick_answers, self._tick_congested = 0, False
-        if self.rate is None or self.latency is None:
-            return None
+        answers, self._tick_answers = self._tick_answers, 0
+        if self.latency is None:
+            return None  # no answer yet
         floor = self._floor(now)
         self._floors.append((now, self.latency))
+        verified = False  # the rate in force has held
+        if now - self._last_congestion >= self._trial and self._tried(now):
+            tried = min(self._lowest_since(now - self._trial), self.rate)
+            verified = tried >= self.rate
+            if verified or self._verified:
+                self.held = max(self.held or 0.0, tried)
+                self._verified = True
         if not self._started:
             self._started = True
-            self._apply("start")
-        elif floor is None:
-            pass  # a new latency floor is being measured
+            if self._slow_start:  # the flags' pace, at the latency measured
+                self.rate = self._limiter.total_tokens / (self.latency + self._sleep_given)
+            self._set(self.rate, now, "start")
         elif (
-            self.latency > LATENCY_JUMP * floor
+            floor is not None
+            and self.latency > LATENCY_JUMP * floor
             and self.latency - floor > LATENCY_JUMP_MIN
-            and now - self._last_decrease > WINDOW
+            and now - self._last_decrease > 2 * TRIAL
         ):
-            self._slow_for_latency(now)
+            self._congestion(now, now, "latency")
             self._floors.clear()  # a new floor from here: a lasting change is accepted
-        elif (
-            not congested
-            and not self._throttle.paused
-            and answers >= 0.8 * self.rate * TICK - 1  # the target is being reached
-        ):
-            self._increase()
+        elif self._slow_start:
+            if answers >= 0.8 * self.rate * TICK - 1 and not self._throttle.paused:
+                self._set(self.rate * GROWTH, now, "faster")  # slow start
+        elif verified:
+            assert self.held is not None
+            self._next(now, self.held)
         if not self._changed:
             return None
         self._changed = False
         return self.pace(now)
 
-    def _increase(self) -> None:
-        assert self.rate is not None
-        if self.refused_at is None:
-            self.rate *= GROWTH
-        elif self.rate < self.refused_at:
-            gap = self.refused_at - self.rate
-            self.rate += max(0.5 * gap, min(gap, PROBE * self.refused_at))
-        else:
-            self.rate += PROBE * self.refused_at
-        self._apply("faster")
+    def _tried(self, now: float) -> bool:
+        """Whether the requests of the last trial went out at about the rates in force (not
+        held back by retries, pauses or too few jobs): only then does a trial tell."""
+        start = now - self._trial
+        while self._sent and self._sent[0] < start:
+            self._sent.popleft()
+        return len(self._sent) >= 0.8 * self._lowest_since(start) * self._trial - 1
+
+    def _next(self, now: float, held: float) -> None:
+        """The rate in force has held: where to go from it."""
+        bound = self.refused_at
+        if bound is not None and bound - held > CLOSE * bound:
+            self._set(held + BISECT * (bound - held), now, "faster")  # search
+        elif bound is not None and held < bound:
+            if self.rate < held:
+                self._set(held, now, "faster")  # back from the dip after a refusal
+            elif self._hold_until is None:
+                self._hold_until = now + self._hold  # found: hold there
+            elif now >= self._hold_until:
+                self._set(held * (1 + self._step), now, "probe")
+        else:  # above the last bound: the limit rose, or was never met
+            if bound is not None:
+                self.refused_at = None
+                self._hold = FIRST_HOLD
+            self._step = min(MAX_STEP, 2 * self._step)
+            self._set(held * (1 + self._step), now, "faster")
+
+    def _set(self, rate: float, now: float, reason: str) -> None:
+        self.rate = max(MIN_RATE, rate)
+        self._rates.append((now, self.rate))
+        while len(self._rates) > 2 and self._rates[1][0] < now - HISTORY:
+            self._rates.popleft()
+        self._apply(reason)
+
+    def _floor(self, now: float) -> float | None:
+        """The lowest smoothed latency of the last FLOOR_MEMORY seconds."""
+        while self._floors and self._floors[0][0] < now - FLOOR_MEMORY:
+            self._floors.popleft()
+        return min((floor for _, floor in self._floors), default=None)
 
     def _knobs(self, rate: float) -> int:
         """The worker slots that keep `rate` requests/s going at the latency seen."""
@@ -203,11 +283,8 @@ class AutoPace:
     def _apply(self, reason: str) -> None:
         assert self.rate is not None
         self._limiter.total_tokens = self._knobs(self.rate)
-        self._throttle.sleep = 0.0  # the schedule spaces the requests, not the workers' rests
-        if self._throttle.schedule is None:
-            self._throttle.schedule = TokenBucket(self.rate)
-        else:
-            self._throttle.schedule.set_rate(self.rate)
+        assert self._throttle.schedule is not None
+        self._throttle.schedule.set_rate(self.rate)
         self._reason = reason
         self._changed = True
 
@@ -221,10 +298,9 @@ class AutoPace:
     def advice(self, now: float) -> Paced | None:
         """Static flags for next time, and how much is known ("reason"):
 
-        - "refused": a little under the rate the server accepted on average since it first
-          refused;
-        - "unsettled": it refused too shortly before the end to tell the limit from a burst
-          allowance; the pace it fell back to, a starting point only;
+        - "refused": the highest rate that held since the server refused;
+        - "unsettled": it refused too shortly before the end for any rate to hold; the
+          pace it fell back to, a starting point only;
         - "never refused": the pace reached (the target, if answers kept up with it).
 
         None if the run ended before the controller took a step: it learnt nothing.
@@ -233,12 +309,12 @@ class AutoPace:
             return None
         long_run = self.long_run_rate(now)
         achieved = long_run or self.accepted_rate(now) or 0.0
-        if self.refused_at is None:
+        if self._first_congestion is None:
             reason, rate = "never refused", min(self.rate, achieved or self.rate)
-        elif long_run is None:
-            reason, rate = "unsettled", min(self.rate, BACKOFF * self.refused_at)
-        else:
-            reason, rate = "refused", min(self.rate, 0.97 * long_run)
+        elif long_run is None or self.held is None:
+            reason, rate = "unsettled", self.rate
+        else:  # a static pace must also hold against a full burst allowance: the long run
+            reason, rate = "refused", min(self.held, 0.97 * long_run)
         return Paced(self._knobs(rate), 0.0, math.floor(rate * 10) / 10, achieved, reason, at=now)
 
     async def run(self, notify: Callable[[Paced], Awaitable[None]]) -> None:

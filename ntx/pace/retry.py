@@ -4,7 +4,9 @@
 |------------------------------------------------|---------------------------------------|
 | 429, 503, a dropped connection (closed,        | retry after `Retry-After` (seconds or |
 | reset or refused without an answer)            | HTTP date) or a backoff; the wait     |
-|                                                | holds back every worker (shared gate) |
+|                                                | holds back every worker (shared gate),|
+|                                                | or under `--sleep auto` the retry     |
+|                                                | alone: the controller slows the rest  |
 | 500 502 504, timeout, truncated, malformed or  | retry after exponential backoff with  |
 | wrongly shaped JSON                            | full jitter (base 1 s, cap 60 s)      |
 | 404                                            | skip the job: not found               |
@@ -159,8 +161,12 @@ class RetryPolicy:
         notify: Notify = ignore_pause,
         rng: random.Random | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shared_waits: bool = True,
     ) -> None:
+        """`shared_waits`: a congestion wait holds back every worker (False: only the retry,
+        for a controller that slows the others down itself)."""
         self._gate = gate
+        self._shared_waits = shared_waits
         self.retries = retries
         self._base = base
         self._cap = cap
@@ -216,5 +222,8 @@ class RetryPolicy:
             wait = parse_retry_after(error.retry_after, self._wall_clock())
         if wait is None:
             wait = full_jitter(retry, self._rng, self._base, self._cap)
+        if not self._shared_waits:
+            await trio.sleep(wait)
+            return
         self._gate.pause_for(wait)  # every worker waits, not only the one that was told
         await self._notify(wait, reason)

@@ -61,7 +61,8 @@ class TokenBucket:
     """`rate` requests per second with bursts of up to `burst` (GCRA, first come first served).
 
     `take()` waits for the caller's turn; `wait_needed()` says how long a request would have to
-    wait without taking a turn (a server uses it to refuse with 429 instead).
+    wait without taking a turn (a server uses it to refuse with 429 instead). A change of rate
+    applies to every caller still waiting, not only to those who come after it.
     """
 
     def __init__(self, rate: float, burst: int = 1) -> None:
@@ -69,15 +70,21 @@ class TokenBucket:
             raise ValueError("a token bucket needs burst >= 1")
         self.burst = burst
         self._next = -math.inf  # when the next request is due, at the steady rate
+        self._interval = 0.0
+        self._changed = trio.Event()  # set when the rate changes (a waiter looks again)
+        self._queue = trio.Lock()  # fair: callers take their turns in the order they came
         self.set_rate(rate)
 
     def set_rate(self, rate: float) -> None:
-        """From now on, `rate` requests per second (the turns already taken keep theirs)."""
+        """From now on, `rate` requests per second: the next turn is 1 / `rate` after the last."""
         if rate <= 0:
             raise ValueError("a token bucket needs rate > 0")
+        self._next += 1.0 / rate - self._interval  # (-inf before the first turn stays so)
         self.rate = rate
         self._interval = 1.0 / rate
         self._tolerance = (self.burst - 1) * self._interval
+        self._changed.set()
+        self._changed = trio.Event()
 
     def wait_needed(self, now: float) -> float:
         return max(0.0, max(self._next, now) - self._tolerance - now)
@@ -87,10 +94,11 @@ class TokenBucket:
         self._next = max(self._next, now) + self._interval
 
     async def take(self) -> None:
-        now = trio.current_time()
-        start = now + self.wait_needed(now)
-        self.admit(now)  # the turn is reserved before waiting: callers are served in order
-        await trio.sleep_until(start)
+        async with self._queue:
+            while (wait := self.wait_needed(trio.current_time())) > 0:
+                with trio.move_on_after(wait):
+                    await self._changed.wait()
+            self.admit(trio.current_time())
 
 
 class Slot:

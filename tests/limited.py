@@ -1,0 +1,98 @@
+"""A simulated rate-limited server for `--sleep auto`, under MockClock: the run's real `Pace`
+(limiter, throttle, retry policy, controller) drives one request per job against one of the
+demo's limiters (`ntx.demo.limits`), whose rate ntx is not told and which may change."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import trio
+
+from ntx.demo.limits import Limit, Limiter, Refusal, make_limit
+from ntx.errors import ConnectionDropped, HttpStatusError
+from ntx.events import Paced
+from ntx.pace import Pace
+from ntx.pace.throttle import RequestMeter, Slot
+
+
+@dataclass
+class Served:
+    """What the simulated server saw of one run."""
+
+    accepted: list[float] = field(default_factory=list)  # when each admitted request arrived
+    refused: list[float] = field(default_factory=list)
+    paced: list[Paced] = field(default_factory=list)  # the controller's changes of pace
+    elapsed: float = 0.0
+    advice: Paced | None = None
+
+    def rate_over(self, start: float, end: float) -> float:
+        return sum(1 for t in self.accepted if start <= t < end) / (end - start)
+
+    def refused_share(self) -> float:
+        return len(self.refused) / (len(self.accepted) + len(self.refused))
+
+
+async def serve(
+    limit: Limit,
+    refuse: Refusal,
+    jobs: int,
+    *,
+    latency: float = 0.05,
+    changes: tuple[tuple[float, Limit], ...] = (),
+) -> Served:
+    """Run `jobs` one-request jobs with `--sleep auto` from the default flags (5 workers, 0.2
+    s) against `limit`; each `(t, other)` of `changes` puts `other` in its place at t s."""
+    pace = Pace(workers=5, sleep=0.2, auto=True, rng=random.Random(1))
+    served = Served()
+    started = trio.current_time()
+    current = [limit]
+
+    async def answer() -> None:
+        now = trio.current_time()
+        wait = current[0].check(now)
+        await trio.sleep(latency)
+        if wait is None:
+            served.accepted.append(now)
+            return
+        served.refused.append(now)
+        if refuse is Refusal.drop:
+            raise ConnectionDropped("the server closed the connection without an answer")
+        if refuse is Refusal.unavailable:
+            raise HttpStatusError(503, "/x", None)
+        raise HttpStatusError(429, "/x", str(math.ceil(wait)))
+
+    async def job() -> None:
+        async with pace.limiter:
+            meter = RequestMeter(pace.throttle, Slot())
+
+            async def attempt() -> None:
+                async with meter.request():
+                    await answer()
+
+            await pace.policy.call(attempt, meter)
+            await meter.rested()
+
+    async def swap(at: float, other: Limit) -> None:
+        await trio.sleep_until(started + at)
+        current[0] = other
+
+    async def paced(event: Paced) -> None:
+        served.paced.append(event)
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(pace.run, paced)
+        for at, other in changes:
+            outer.start_soon(swap, at, other)
+        async with trio.open_nursery() as nursery:
+            for _ in range(jobs):
+                nursery.start_soon(job)
+        served.elapsed = trio.current_time() - started
+        served.advice = pace.advice(trio.current_time())
+        outer.cancel_scope.cancel()
+    return served
+
+
+def limit_of(kind: Limiter, rate: float, burst: int | None = None) -> Limit:
+    return make_limit(kind, rate, burst)

@@ -1,0 +1,66 @@
+"""`--sleep auto` against each kind of limiter, its rate hidden from ntx, under MockClock:
+the run's real pace (schedule, worker slots, retry policy, controller) against a simulated
+server (`tests.limited`) whose limiter is one of the demo's."""
+
+from __future__ import annotations
+
+import pytest
+from trio.testing import MockClock
+
+from ntx.demo.limits import Limiter, Refusal
+from tests.limited import limit_of, serve
+
+KINDS = [
+    pytest.param(Limiter.bucket, 1, Refusal.too_many, id="bucket-1-429"),
+    pytest.param(Limiter.bucket, 1, Refusal.unavailable, id="bucket-1-503"),
+    pytest.param(Limiter.bucket, 5, Refusal.too_many, id="bucket-5-429"),
+    pytest.param(Limiter.bucket, None, Refusal.too_many, id="bucket-R-429"),
+    pytest.param(Limiter.sliding, None, Refusal.too_many, id="sliding-429"),
+    pytest.param(Limiter.bucket, None, Refusal.drop, id="bucket-R-drop"),
+]
+
+
+@pytest.mark.parametrize(("rate", "jobs"), [(8, 400), (60, 2000)])
+@pytest.mark.parametrize(("kind", "burst", "refuse"), KINDS)
+async def test_converges_to_within_ten_percent_below_the_limit_and_stays(
+    mock_clock: MockClock, kind: Limiter, burst: int | None, refuse: Refusal, rate: int, jobs: int
+) -> None:
+    served = await serve(limit_of(kind, rate, burst), refuse, jobs)
+
+    assert len(served.accepted) == jobs  # every job answered in the end
+    assert served.refused_share() <= 0.02
+    assert served.elapsed <= 1.15 * jobs / rate
+    settled = 10.0  # a few seconds to find the limit; from then on, near it:
+    assert served.rate_over(settled, served.elapsed) >= 0.9 * rate
+    for start in range(int(settled), int(served.elapsed) - 5):  # no five seconds far below
+        assert served.rate_over(start, start + 5) >= 0.8 * rate, start
+    assert served.advice is not None and served.advice.reason == "refused"
+    assert 0.8 * rate <= served.advice.target <= rate  # a static pace for next time
+
+
+async def test_finds_a_limit_raised_during_the_run(mock_clock: MockClock) -> None:
+    served = await serve(
+        limit_of(Limiter.bucket, 20, 1),
+        Refusal.too_many,
+        2400,
+        changes=((20.0, limit_of(Limiter.bucket, 40, 1)),),
+    )
+    assert served.rate_over(10, 20) >= 0.9 * 20
+    assert served.elapsed > 60
+    assert served.rate_over(50, served.elapsed) >= 0.85 * 40  # found within half a minute
+    assert served.refused_share() <= 0.02
+
+
+async def test_backs_off_at_once_when_the_limit_is_lowered(mock_clock: MockClock) -> None:
+    served = await serve(
+        limit_of(Limiter.bucket, 40, 1),
+        Refusal.too_many,
+        1200,
+        changes=((15.0, limit_of(Limiter.bucket, 20, 1)),),
+    )
+    first = min(t for t in served.refused if t >= 15.0)  # the first refusal under the new limit
+    cut = [p for p in served.paced if p.at > first]
+    assert cut and cut[0].target <= 0.9 * 40  # cut at the next step
+    assert sum(1 for t in served.refused if t >= 15.0) <= 5  # and soon below the new limit
+    assert served.rate_over(20, served.elapsed) >= 0.85 * 20
+    assert all(p.target <= 1.25 * 20 for p in served.paced if p.at >= 20)
