@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ntx.demo.limits import Limit, Limiter, Refusal, make_limit
-from ntx.errors import ConnectionDropped, HttpStatusError
+from ntx.errors import ConnectionDropped, FetchError, HttpStatusError
 from ntx.events import Paced
 from ntx.pace import Pace
 from ntx.pace.throttle import RequestMeter, Slot
@@ -26,6 +26,7 @@ class Served:
     paced: list[Paced] = field(default_factory=list)  # the controller's changes of pace
     elapsed: float = 0.0
     advice: Paced | None = None
+    failed: int = 0  # jobs given up after their retries
 
     def rate_over(self, start: float, end: float) -> float:
         return sum(1 for t in self.accepted if start <= t < end) / (end - start)
@@ -41,10 +42,12 @@ async def serve(
     *,
     latency: float = 0.05,
     changes: tuple[tuple[float, Limit], ...] = (),
+    auto: bool = True,
 ) -> Served:
-    """Run `jobs` one-request jobs with `--sleep auto` from the default flags (5 workers, 0.2
-    s) against `limit`; each `(t, other)` of `changes` puts `other` in its place at t s."""
-    pace = Pace(workers=5, sleep=0.2, auto=True, rng=random.Random(1))
+    """Run `jobs` one-request jobs from the default flags (5 workers, 0.2 s), with `--sleep
+    auto` unless told, against `limit`; each `(t, other)` of `changes` puts `other` in its
+    place at t s."""
+    pace = Pace(workers=5, sleep=0.2, auto=auto, rng=random.Random(1))
     served = Served()
     started = trio.current_time()
     current = [limit]
@@ -71,7 +74,10 @@ async def serve(
                 async with meter.request():
                     await answer()
 
-            await pace.policy.call(attempt, meter)
+            try:
+                await pace.policy.call(attempt, meter)
+            except FetchError:
+                served.failed += 1
             await meter.rested()
 
     async def swap(at: float, other: Limit) -> None:

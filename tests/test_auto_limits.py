@@ -64,3 +64,34 @@ async def test_backs_off_at_once_when_the_limit_is_lowered(mock_clock: MockClock
     assert sum(1 for t in served.refused if t >= 15.0) <= 5  # and soon below the new limit
     assert served.rate_over(20, served.elapsed) >= 0.85 * 20
     assert all(p.target <= 1.25 * 20 for p in served.paced if p.at >= 20)
+
+
+STRICT = [
+    pytest.param(Limiter.bucket, 1, Refusal.too_many, id="bucket-1-429"),
+    pytest.param(Limiter.bucket, 1, Refusal.unavailable, id="bucket-1-503"),
+]
+
+
+@pytest.mark.parametrize("rate", [8, 15])
+@pytest.mark.parametrize(("kind", "burst", "refuse"), STRICT)
+async def test_the_default_pace_comes_down_for_a_strict_limiter_and_loses_no_job(
+    mock_clock: MockClock, kind: Limiter, burst: int, refuse: Refusal, rate: int
+) -> None:
+    """Without --sleep auto, 5 workers and 0.2 s go at about 20 requests/s, in clusters a
+    burst-1 limiter refuses; once refused, the requests are spaced at a rate found below
+    that ceiling, so no job runs out of retries."""
+    served = await serve(limit_of(kind, rate, burst), refuse, 400, auto=False)
+
+    assert served.failed == 0 and len(served.accepted) == 400
+    assert served.refused_share() <= 0.05
+    assert served.paced and all(p.workers == 5 and p.sleep == 0.2 for p in served.paced)
+    assert all(p.target <= 5 / 0.2 for p in served.paced)  # never above the flags' pace
+    assert served.advice is None  # the flags were the user's: no advice to replace them
+
+
+async def test_the_default_pace_changes_nothing_while_the_server_accepts(
+    mock_clock: MockClock,
+) -> None:
+    served = await serve(limit_of(Limiter.bucket, 100, None), Refusal.too_many, 200, auto=False)
+    assert served.refused == [] and served.paced == []
+    assert served.elapsed == pytest.approx(200 / (5 / (0.05 + 0.2)), rel=0.05)  # the flags' pace

@@ -12,6 +12,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from ntx.demo.market import Market
 from ntx.model import DateRange
 from ntx.nepal import sessions
 from ntx.pace.throttle import Throttle, TokenBucket
@@ -21,6 +22,7 @@ from tests.helpers import (
     backfill_args,
     default_universe,
     expected_tables,
+    run_ntx,
     run_ntx_async,
     table,
 )
@@ -138,3 +140,22 @@ async def test_demo_rate_limit_answers_429_and_rate_keeps_under_it(
     assert (starts[-1] - starts[0]) >= (len(starts) - 4) / 15  # and it did keep to it
     for name in expected:
         assert table(tmp_path / "polite.db", name) == expected[name]
+
+
+def test_the_default_pace_against_a_strict_limiter_ends_exact_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    """nginx's `limit_req` without `burst=` (503 to a request sooner than 1/R after the last):
+    the default 5 workers and 0.2 s come in clusters, and come down once refused."""
+    db = tmp_path / "strict.db"
+    run = run_ntx(
+        "backfill", "--demo", "--demo-securities", "40", "--demo-today", str(TODAY),
+        "--demo-rate-limit", "8", "--demo-burst", "1", "--demo-refuse", "503",
+        "--ownership", "--dividends", "--progress", "plain", "--db", str(db),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "(congestion)" in run.stdout  # it said it came down
+    market = Market(1, 40, today=TODAY)
+    expected = expected_tables(market, DateRange(TODAY, TODAY), default_universe(market))
+    for name in ("ownership", "dividends"):
+        assert table(db, name) == expected[name]

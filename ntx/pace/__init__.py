@@ -3,7 +3,6 @@ the circuit breaker and `--sleep auto`, built together as one `Pace`."""
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +21,9 @@ class Pace:
     - `throttle`: the gate of every request: the rest after it (`--sleep`), the `--rate`
       bucket (burst 1: evenly spaced), pauses that hold back every worker;
     - `policy`: retries with backoff, `Retry-After`, and the circuit breaker;
-    - `auto`: the `--sleep auto` controller, or None.
+    - `control`: the pace controller (`ntx.pace.adaptive`): with `--sleep auto` it finds the
+      pace; without, the flags' pace is its ceiling and it acts only once the server refuses;
+    - `auto`: the controller if `--sleep auto`, else None.
 
     `notify` hears of every pause that holds back all workers (seconds, reason).
     """
@@ -41,8 +42,9 @@ class Pace:
         bucket = TokenBucket(rate) if rate else None  # spaced evenly: strict limiters allow it
         self.throttle = Throttle(sleep, bucket)
         self.limiter = trio.CapacityLimiter(workers)
-        self.auto = AutoPace(self.limiter, self.throttle) if auto else None
-        self.throttle.observer = self.auto
+        self.control = AutoPace(self.limiter, self.throttle, capped=not auto)
+        self.auto = self.control if auto else None
+        self.throttle.observer = self.control
         self.policy = RetryPolicy(
             self.throttle,
             retries=retries,
@@ -55,15 +57,11 @@ class Pace:
     @property
     def max_workers(self) -> int:
         """The most slots the run may ever have (auto may grow beyond `--workers`)."""
-        return self.auto.max_workers if self.auto else int(self.limiter.total_tokens)
+        return self.control.max_workers
 
     async def run(self, paced: Callable[[Paced], Awaitable[None]]) -> None:
-        """Steer the pace until cancelled (only `--sleep auto` steers), telling `paced` of
-        each change."""
-        if self.auto is None:
-            await trio.sleep(math.inf)
-        else:
-            await self.auto.run(paced)
+        """Steer the pace until cancelled, telling `paced` of each change."""
+        await self.control.run(paced)
 
     def advice(self, now: float) -> Paced | None:
         """`--sleep auto`: the flags to give next time (None without auto, or too early)."""

@@ -77,10 +77,19 @@ class AutoPace:
         throttle: Throttle,
         *,
         max_workers: int = MAX_AUTO_WORKERS,
+        capped: bool = False,
     ) -> None:
+        """`capped`: the pace of the flags given is a ceiling (a run without `--sleep auto`):
+        nothing changes until the server first refuses; from then on the requests are
+        spaced at a rate found as above, never above the flags' pace, with the flags'
+        workers and sleep kept."""
         self._limiter = limiter
         self._throttle = throttle
-        self.max_workers = max(max_workers, int(limiter.total_tokens))
+        self.capped = capped
+        self.engaged = trio.Event()  # set once the controller steers (at once, unless capped)
+        self.max_workers = (
+            int(limiter.total_tokens) if capped else max(max_workers, int(limiter.total_tokens))
+        )
         self.rate = limiter.total_tokens / (throttle.sleep + ASSUMED_LATENCY)  # the target
         self.held: float | None = None  # the highest rate that held (None: none yet)
         self._verified = False  # `held` held for a trial (else: a guess after a refusal)
@@ -105,11 +114,16 @@ class AutoPace:
         self._started = False
         self._changed = False
         self._slow_start = True  # until the server first refuses
-        # the first requests go out evenly spaced too, at about the flags' pace
         self._sleep_given = throttle.sleep
-        throttle.schedule = TokenBucket(self.rate)
-        throttle.sleep = 0.0
         self._rates.append((-math.inf, self.rate))
+        if not capped:  # the first requests go out evenly spaced too, at about the flags' pace
+            self._engage()
+
+    def _engage(self) -> None:
+        self._throttle.schedule = TokenBucket(self.rate)
+        if not self.capped:
+            self._throttle.sleep = 0.0  # the schedule spaces the requests, not the rests
+        self.engaged.set()
 
     # ------------------------------------------------------------------ signals
 
@@ -170,6 +184,8 @@ class AutoPace:
 
     def _congestion(self, now: float, started: float, reason: str) -> None:
         """A request sent at `started` was refused (or the latency jumped)."""
+        if not self.engaged.is_set():  # capped: the flags' pace is what was refused
+            self._rates[0] = (-math.inf, self._ceiling())
         sent, since = self.rate_at(started)
         if self._first_congestion is None:
             self._first_congestion = (now, self.healthy)
@@ -213,11 +229,13 @@ class AutoPace:
                 self._verified = True
         if not self._started:
             self._started = True
-            if self._slow_start:  # the flags' pace, at the latency measured
-                self.rate = self._limiter.total_tokens / (self.latency + self._sleep_given)
-            self._set(self.rate, now, "start")
+            if not self.capped:  # (capped, the first refusal started it)
+                if self._slow_start:  # the flags' pace, at the latency measured
+                    self.rate = self._limiter.total_tokens / (self.latency + self._sleep_given)
+                self._set(self.rate, now, "start")
         elif (
-            floor is not None
+            not self.capped  # a latency jump is too weak a sign to override the flags
+            and floor is not None
             and self.latency > LATENCY_JUMP * floor
             and self.latency - floor > LATENCY_JUMP_MIN
             and now - self._last_decrease > 2 * TRIAL
@@ -263,7 +281,10 @@ class AutoPace:
             self._set(held * (1 + self._step), now, "faster")
 
     def _set(self, rate: float, now: float, reason: str) -> None:
-        self.rate = max(MIN_RATE, rate)
+        rate = max(MIN_RATE, min(rate, self._ceiling()))
+        if rate == self.rate and self.engaged.is_set() and reason != "start":
+            return  # at the ceiling already: nothing changes
+        self.rate = rate
         self._rates.append((now, self.rate))
         while len(self._rates) > 2 and self._rates[1][0] < now - HISTORY:
             self._rates.popleft()
@@ -275,15 +296,25 @@ class AutoPace:
             self._floors.popleft()
         return min((floor for _, floor in self._floors), default=None)
 
+    def _ceiling(self) -> float:
+        """The fastest the controller may aim: the flags' pace when capped."""
+        if not self.capped:
+            return math.inf
+        latency = self.latency or ASSUMED_LATENCY
+        return self._limiter.total_tokens / (latency + self._sleep_given)
+
     def _knobs(self, rate: float) -> int:
         """The worker slots that keep `rate` requests/s going at the latency seen."""
-        assert self.latency is not None
-        return min(self.max_workers, max(1, math.ceil(HEADROOM * rate * self.latency) + 1))
+        if self.capped:
+            return int(self._limiter.total_tokens)
+        latency = self.latency or ASSUMED_LATENCY
+        return min(self.max_workers, max(1, math.ceil(HEADROOM * rate * latency) + 1))
 
     def _apply(self, reason: str) -> None:
-        assert self.rate is not None
-        self._limiter.total_tokens = self._knobs(self.rate)
+        if self._throttle.schedule is None:
+            self._engage()
         assert self._throttle.schedule is not None
+        self._limiter.total_tokens = self._knobs(self.rate)
         self._throttle.schedule.set_rate(self.rate)
         self._reason = reason
         self._changed = True
@@ -318,7 +349,9 @@ class AutoPace:
         return Paced(self._knobs(rate), 0.0, math.floor(rate * 10) / 10, achieved, reason, at=now)
 
     async def run(self, notify: Callable[[Paced], Awaitable[None]]) -> None:
-        """Tick every TICK seconds, telling `notify` of each change, until cancelled."""
+        """Tick every TICK seconds once engaged, telling `notify` of each change, until
+        cancelled."""
+        await self.engaged.wait()
         while True:
             await trio.sleep(TICK)
             pace = self.tick(trio.current_time())
