@@ -56,8 +56,8 @@ CLOSE = 0.04  # the search ends when the rate held is within this share of the b
 BISECT = 0.4  # ... each step going this share of the way to it
 FIRST_HOLD = 8.0  # seconds at the limit found before a probe above it
 MAX_HOLD = 64.0
-PROBE = 0.03  # a probe: this much above the rate held; then twice, four times as much
-MAX_STEP = 0.12
+PROBE = 0.03  # a probe: this much above the rate held; growth after it: twice as much
+MAX_STEP = 0.12  # ... at most
 HEADROOM = 2.0  # workers = ceil(HEADROOM x r x L) + 1
 LATENCY_JUMP = 2.0  # latency this many times its floor ...
 LATENCY_JUMP_MIN = 0.05  # ... and at least this many seconds above it, is congestion
@@ -69,7 +69,8 @@ MAX_AUTO_WORKERS = 32
 
 
 class AutoPace:
-    """The `--sleep auto` controller; `answered()` is the `Throttle`'s observer hook."""
+    """The pace controller (`--sleep auto`, or capped at the flags' pace without it);
+    `answered()` is the `Throttle`'s observer hook."""
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class AutoPace:
 
     def _accepted_lately(self, now: float) -> float:
         """Healthy answers in the last second: what a limiter lets through when saturated."""
-        return sum(1 for answer in self._answers if answer >= now - 1.0) / 1.0
+        return float(sum(1 for answer in self._answers if answer >= now - 1.0))
 
     def long_run_rate(self, now: float) -> float | None:
         """Healthy answers per second since the server first refused (None: not long enough)."""
