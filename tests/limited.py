@@ -8,6 +8,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
+import pytest
 import trio
 
 from ntx.demo.limits import Limit, Limiter, Refusal, make_limit
@@ -15,6 +16,16 @@ from ntx.errors import ConnectionDropped, FetchError, HttpStatusError
 from ntx.events import Paced
 from ntx.pace import Pace
 from ntx.pace.throttle import RequestMeter, Slot
+
+# each kind of limiter the controller must find the rate of: (kind, burst, how it refuses)
+LIMITER_KINDS = [
+    pytest.param(Limiter.bucket, 1, Refusal.too_many, id="bucket-1-429"),
+    pytest.param(Limiter.bucket, 1, Refusal.unavailable, id="bucket-1-503"),
+    pytest.param(Limiter.bucket, 5, Refusal.too_many, id="bucket-5-429"),
+    pytest.param(Limiter.bucket, None, Refusal.too_many, id="bucket-R-429"),
+    pytest.param(Limiter.sliding, None, Refusal.too_many, id="sliding-429"),
+    pytest.param(Limiter.bucket, None, Refusal.drop, id="bucket-R-drop"),
+]
 
 
 @dataclass

@@ -26,6 +26,7 @@ from ntx.pace.adaptive import HEADROOM, TICK, AutoPace
 from ntx.pace.throttle import Outcome, Throttle
 from ntx.sources.nepse.source import NepseSource
 from tests.helpers import TODAY, default_universe, demo_response, expected_tables, run_ntx, table
+from tests.limited import LIMITER_KINDS as LIMITERS
 
 DATASETS = ("reports", "dividends", "ownership")
 
@@ -191,16 +192,6 @@ class LimitedServer:
 
     def rate_over(self, start: float, end: float) -> float:
         return sum(1 for t in self.accepted if start <= t < end) / (end - start)
-
-
-LIMITERS = [
-    pytest.param(Limiter.bucket, 1, Refusal.too_many, id="bucket-1-429"),
-    pytest.param(Limiter.bucket, 1, Refusal.unavailable, id="bucket-1-503"),
-    pytest.param(Limiter.bucket, 5, Refusal.too_many, id="bucket-5-429"),
-    pytest.param(Limiter.bucket, None, Refusal.too_many, id="bucket-R-429"),
-    pytest.param(Limiter.sliding, None, Refusal.too_many, id="sliding-429"),
-    pytest.param(Limiter.bucket, None, Refusal.drop, id="bucket-R-drop"),
-]
 
 
 @pytest.mark.parametrize("limit_rate", [8, 60])

@@ -8,16 +8,8 @@ import pytest
 from trio.testing import MockClock
 
 from ntx.demo.limits import Limiter, Refusal
+from tests.limited import LIMITER_KINDS as KINDS
 from tests.limited import limit_of, serve
-
-KINDS = [
-    pytest.param(Limiter.bucket, 1, Refusal.too_many, id="bucket-1-429"),
-    pytest.param(Limiter.bucket, 1, Refusal.unavailable, id="bucket-1-503"),
-    pytest.param(Limiter.bucket, 5, Refusal.too_many, id="bucket-5-429"),
-    pytest.param(Limiter.bucket, None, Refusal.too_many, id="bucket-R-429"),
-    pytest.param(Limiter.sliding, None, Refusal.too_many, id="sliding-429"),
-    pytest.param(Limiter.bucket, None, Refusal.drop, id="bucket-R-drop"),
-]
 
 
 @pytest.mark.parametrize(("rate", "jobs"), [(8, 400), (60, 2000)])
