@@ -28,7 +28,7 @@ safe. The rate a refused request was sent at is the limit's upper bound.
   two are within 4%.
 - Hold and probe: r stays there 8 s, then probes 3% higher. A refused probe doubles the
   next hold (up to 64 s); a probe that holds above the bound means the limit rose: r grows
-  by 6%, 12%, 25% a trial until refused again.
+  by 6%, then 12% a trial until refused again.
 
 Under auto, a congestion wait (`Retry-After` or a backoff) holds back only the retry that
 was told: the controller slows every worker instead of a pause stopping them all.
