@@ -91,7 +91,6 @@ class AutoPace:
         self.max_workers = (
             int(limiter.total_tokens) if capped else max(max_workers, int(limiter.total_tokens))
         )
-        self.rate = limiter.total_tokens / (throttle.sleep + ASSUMED_LATENCY)  # the target
         self.held: float | None = None  # the highest rate that held (None: none yet)
         self._verified = False  # `held` held for a trial (else: a guess after a refusal)
         self.refused_at: float | None = None  # the bound: the last rate refused above `held`
@@ -116,6 +115,7 @@ class AutoPace:
         self._changed = False
         self._slow_start = True  # until the server first refuses
         self._sleep_given = throttle.sleep
+        self.rate = self._flags_pace()  # the target
         self._rates.append((-math.inf, self.rate))
         if not capped:  # the first requests go out evenly spaced too, at about the flags' pace
             self._engage()
@@ -232,7 +232,7 @@ class AutoPace:
             self._started = True
             if not self.capped:  # (capped, the first refusal started it)
                 if self._slow_start:  # the flags' pace, at the latency measured
-                    self.rate = self._limiter.total_tokens / (self.latency + self._sleep_given)
+                    self.rate = self._flags_pace()
                 self._set(self.rate, now, "start")
         elif (
             not self.capped  # a latency jump is too weak a sign to override the flags
@@ -297,12 +297,14 @@ class AutoPace:
             self._floors.popleft()
         return min((floor for _, floor in self._floors), default=None)
 
-    def _ceiling(self) -> float:
-        """The fastest the controller may aim: the flags' pace when capped."""
-        if not self.capped:
-            return math.inf
+    def _flags_pace(self) -> float:
+        """workers / (latency + sleep) for the flags given, at the latency seen so far."""
         latency = self.latency or ASSUMED_LATENCY
         return self._limiter.total_tokens / (latency + self._sleep_given)
+
+    def _ceiling(self) -> float:
+        """The fastest the controller may aim: the flags' pace when capped."""
+        return self._flags_pace() if self.capped else math.inf
 
     def _knobs(self, rate: float) -> int:
         """The worker slots that keep `rate` requests/s going at the latency seen."""
