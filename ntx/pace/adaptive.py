@@ -26,9 +26,10 @@ safe. The rate a refused request was sent at is the limit's upper bound.
     that rate did, up to 8 s.
 - Search: once the rate in force has held, r moves 40% of the way to the bound, until the
   two are within 4%.
-- Hold and probe: r stays there 8 s, then probes 3% higher. A refused probe doubles the
-  next hold (up to 64 s); a probe that holds above the bound means the limit rose: r grows
-  by 6%, then 12% a trial until refused again.
+- Hold and probe: r stays there 8 s, then probes 3% higher; at once if the bound is a
+  refused guess (a sliding window that still holds the slow start's burst refuses a rate
+  below its limit). A refused probe doubles the next hold (up to 64 s); a probe that holds
+  above the bound means the limit rose: r grows by 6%, then 12% a trial until refused again.
 
 Under auto, a congestion wait (`Retry-After` or a backoff) holds back only the retry that
 was told: the controller slows every worker instead of a pause stopping them all.
@@ -109,6 +110,7 @@ class AutoPace:
         self._trial = TRIAL
         self._hold = FIRST_HOLD
         self._hold_until: float | None = None  # holding at the limit found until then
+        self._guessed_bound = False  # the bound is a guess's that was refused
         self._step = PROBE  # the next increase above the rate held, as a share of it
         self._reason = "start"
         self._started = False
@@ -191,9 +193,11 @@ class AutoPace:
         if self._first_congestion is None:
             self._first_congestion = (now, self.healthy)
         dip = 1.0  # how far below the rate held to go while the limiter refills
+        guessed = False  # refused at a guess: perhaps the limiter's memory of a burst
         if self._slow_start or self.held is None or (not self._verified and sent <= self.held):
             # a guess to try: what the server has just accepted (a saturated limiter lets
             # its rate through), within half the rate refused and the rate below it
+            guessed = not self._slow_start
             below = 1 / GROWTH if self._slow_start else BACKOFF
             lately = BACKOFF * self._accepted_lately(now)
             self.held, self._verified = min(below * sent, max(sent / 2, lately)), False
@@ -207,6 +211,7 @@ class AutoPace:
             if self._hold_until is not None:  # a probe refused: the limit has not moved
                 self._hold = min(MAX_HOLD, 2 * self._hold)
         self.refused_at = sent
+        self._guessed_bound = guessed
         self._hold_until = None
         self._step = PROBE
         self._last_decrease = now
@@ -271,7 +276,8 @@ class AutoPace:
             if self.rate < held:
                 self._set(held, now, "faster")  # back from the dip after a refusal
             elif self._hold_until is None:
-                self._hold_until = now + self._hold  # found: hold there
+                # found: hold there (not if a guess was refused: probe at once)
+                self._hold_until = now + (0.0 if self._guessed_bound else self._hold)
             elif now >= self._hold_until:
                 self._set(held * (1 + self._step), now, "probe")
         else:  # above the last bound: the limit rose, or was never met
