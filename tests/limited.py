@@ -54,16 +54,21 @@ async def serve(
     latency: float = 0.05,
     changes: tuple[tuple[float, Limit], ...] = (),
     auto: bool = True,
+    jitter: bool = False,
 ) -> Served:
     """Run `jobs` one-request jobs from the default flags (5 workers, 0.2 s), with `--sleep
     auto` unless told, against `limit`; each `(t, other)` of `changes` puts `other` in its
-    place at t s."""
+    place at t s. With `jitter`, each request reaches the limiter a little late, as on a
+    loaded machine (`transit_delay`)."""
     pace = Pace(workers=5, sleep=0.2, auto=auto, rng=random.Random(1))
+    transit = random.Random(2)
     served = Served()
     started = trio.current_time()
     current = [limit]
 
     async def answer() -> None:
+        if jitter:
+            await trio.sleep(transit_delay(transit))
         now = trio.current_time()
         wait = current[0].check(now)
         await trio.sleep(latency)
@@ -109,6 +114,17 @@ async def serve(
         served.advice = pace.advice(trio.current_time())
         outer.cancel_scope.cancel()
     return served
+
+
+def transit_delay(rng: random.Random) -> float:
+    """Seconds from a request leaving the schedule to the server's limiter seeing it, beyond
+    the least, as measured between ntx and the demo on one 2-core machine at 50 requests/s:
+    most within a millisecond, one in 150 or so 2 to 8 ms late (a request that close behind
+    a late one is 2 ms early for a limiter of burst 1 about 1% of the time, 5 ms 0.3%)."""
+    delay = rng.expovariate(1 / 0.00045)
+    if rng.random() < 0.006:
+        delay += rng.uniform(0.002, 0.008)
+    return delay
 
 
 def limit_of(kind: Limiter, rate: float, burst: int | None = None) -> Limit:

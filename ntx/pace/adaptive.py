@@ -20,10 +20,17 @@ safe. The rate a refused request was sent at is the limit's upper bound.
   - Nothing held yet: r falls to a guess, what the server accepted in the last second
     (a limiter lets its rate through), between half the refused rate and the one before.
   - Refused above the rate held: r falls to 0.85 x the rate held for a trial, so that
-    the limiter refills, and the search goes on from the rate held.
+    the limiter refills (above 13 requests/s: to the rate held itself), and the search goes
+    on from the rate held.
   - Refused at or below the rate held: a burst allowance fooled a trial, or the limit
     fell: the rate held becomes 0.85 x the refused one, and trials last twice as long as
     that rate did, up to 8 s.
+- Timing noise: above 13 requests/s (where 3 ms of unevenness on the way to the server is
+  more than the search's 4% tells apart), a refusal at or below the rate held is taken
+  for noise unless 3 of the last 100 answers since the last decrease were refused; its
+  retry pays for it. When refusals do recur there, the rate held becomes what got
+  through since the third last of them (the limit, for a saturated limiter), r holds
+  there and trials last twice as long.
 - Search: once the rate in force has held, r moves 40% of the way to the bound, until the
   two are within 4%.
 - Hold and probe: r stays there 8 s, then probes 3% higher; at once if the bound is a
@@ -63,6 +70,9 @@ HEADROOM = 2.0  # workers = ceil(HEADROOM x r x L) + 1
 LATENCY_JUMP = 2.0  # latency this many times its floor ...
 LATENCY_JUMP_MIN = 0.05  # ... and at least this many seconds above it, is congestion
 FLOOR_MEMORY = 30.0  # seconds a latency floor is remembered (the server may change)
+JITTER = 0.003  # seconds: how unevenly requests spaced evenly may reach the server
+RECUR = 100  # at the rate held, a refusal is congestion if, of the last RECUR answers ...
+RECURRING = 3  # ... sent since the last decrease, this many were refused (else: noise)
 HISTORY = 60.0  # seconds of past rates kept, to tell the rate a request was sent at
 ASSUMED_LATENCY = 0.1  # before the first answer: the schedule's first rate assumes this
 MIN_RATE = 0.1
@@ -103,6 +113,7 @@ class AutoPace:
         self._answers: deque[float] = deque()  # times of healthy answers, the last 2 s
         self._sent: deque[float] = deque()  # when the requests answered lately were sent
         self._first_congestion: tuple[float, int] | None = None  # (when, healthy then)
+        self._round: deque[bool] = deque(maxlen=RECUR)  # refused?, of answers since a decrease
         self.healthy = 0
         self._tick_answers = 0
         self._last_decrease = -math.inf  # when r last fell (requests sent before: same round)
@@ -133,12 +144,45 @@ class AutoPace:
     def answered(self, started: float, finished: float, outcome: Outcome) -> None:
         """The throttle's report of one request (see `ntx.pace.throttle.Observer`)."""
         self._sent.append(started)
+        if started >= self._last_decrease:
+            self._round.append(outcome is Outcome.CONGESTED)
         if outcome is Outcome.OK:
             self._healthy(finished, finished - started)
         elif outcome is Outcome.CONGESTED:
+            if self._noise(started):
+                return
             self._last_congestion = finished
             if started >= self._last_decrease:  # once per round, like TCP
                 self._congestion(finished, started, "congestion")
+
+    def _noise(self, started: float) -> bool:
+        """Whether a refusal of a request sent at `started` is timing noise. Requests spaced
+        evenly by the schedule do not reach the server evenly (a loaded machine, the
+        network): one delayed a few ms arrives close behind the one before it, and a limiter
+        of burst 1 refuses it below its rate. Above CLOSE / JITTER requests/s, a refusal at
+        or below a rate that held, with fewer than RECURRING refused since the last
+        decrease, is noise: its retry pays for it and the pace stays. A limit refuses again."""
+        sent, _ = self.rate_at(started)
+        at_held = self._verified and self.held is not None and sent <= self.held
+        return at_held and self._noisy(sent) and not self._recurring()
+
+    @staticmethod
+    def _noisy(rate: float) -> bool:
+        """Whether timing noise (JITTER) at `rate` is more than the search tells apart."""
+        return JITTER * rate > CLOSE
+
+    def _recurring(self) -> bool:
+        return sum(self._round) >= RECURRING
+
+    def _refused_share(self) -> float:
+        """The share refused of the answers after the RECURRING-th last refusal (there are
+        that many since the last decrease)."""
+        refused = 0
+        for span, was_refused in enumerate(reversed(self._round)):
+            refused += was_refused
+            if refused == RECURRING:
+                return (refused - 1) / span
+        raise AssertionError("fewer than RECURRING refusals since the last decrease")
 
     def _healthy(self, now: float, latency: float) -> None:
         if self._first_answer is None:
@@ -193,6 +237,7 @@ class AutoPace:
         if self._first_congestion is None:
             self._first_congestion = (now, self.healthy)
         dip = 1.0  # how far below the rate held to go while the limiter refills
+        bound = sent  # the limit is below the rate refused
         guessed = False  # refused at a guess: perhaps the limiter's memory of a burst
         if self._slow_start or self.held is None or (not self._verified and sent <= self.held):
             # a guess to try: what the server has just accepted (a saturated limiter lets
@@ -202,19 +247,27 @@ class AutoPace:
             lately = BACKOFF * self._accepted_lately(now)
             self.held, self._verified = min(below * sent, max(sent / 2, lately)), False
             self._slow_start = False
+        elif sent <= self.held and self._noisy(sent) and self._recurring():
+            # refusals recur at the rate held: the limit fell, or a burst allowance fooled
+            # a trial; what got through since is the limit: hold there, then probe
+            self._trial = min(MAX_TRIAL, 2 * self._trial)
+            self.held = sent * (1 - self._refused_share())
+            bound = min(sent, (1 + CLOSE) * self.held)
+            self._hold = FIRST_HOLD
         elif sent <= self.held:  # a burst allowance fooled a trial, or the limit fell
             self._trial = min(MAX_TRIAL, max(self._trial, 2 * (started - since)))
             self.held = BACKOFF * sent
             self._hold = FIRST_HOLD
         else:  # refused above the rate held: back below it, then up again
-            dip = BACKOFF
+            dip = 1.0 if self._noisy(sent) else BACKOFF  # (noisy: as likely noise as not)
             if self._hold_until is not None:  # a probe refused: the limit has not moved
                 self._hold = min(MAX_HOLD, 2 * self._hold)
-        self.refused_at = sent
+        self.refused_at = bound
         self._guessed_bound = guessed
         self._hold_until = None
         self._step = PROBE
         self._last_decrease = now
+        self._round.clear()
         self.decreases += 1
         self.held = max(MIN_RATE, self.held)
         self._set(min(self.rate, dip * self.held), now, reason)
