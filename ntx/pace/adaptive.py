@@ -20,8 +20,8 @@ safe. The rate a refused request was sent at is the limit's upper bound.
   - Nothing held yet: r falls to a guess, what the server accepted in the last second
     (a limiter lets its rate through), between half the refused rate and the one before.
   - Refused above the rate held: r falls to 0.85 x the rate held for a trial, so that
-    the limiter refills (above 13 requests/s: to the rate held itself), and the search goes
-    on from the rate held.
+    the limiter refills (a refusal above 13 requests/s: to the rate held itself), and the
+    search goes on from the rate held.
   - Refused at or below the rate held: a burst allowance fooled a trial, or the limit
     fell: the rate held becomes 0.85 x the refused one, and trials last twice as long as
     that rate did, up to 8 s.
@@ -259,7 +259,9 @@ class AutoPace:
             self.held = BACKOFF * sent
             self._hold = FIRST_HOLD
         else:  # refused above the rate held: back below it, then up again
-            dip = 1.0 if self._noisy(sent) else BACKOFF  # (noisy: as likely noise as not)
+            # (a refusal at a noisy rate is as likely noise as not; a latency jump is a queue)
+            refusal = reason == "congestion"
+            dip = 1.0 if refusal and self._noisy(sent) else BACKOFF
             if self._hold_until is not None:  # a probe refused: the limit has not moved
                 self._hold = min(MAX_HOLD, 2 * self._hold)
         self.refused_at = bound
