@@ -163,8 +163,13 @@ class AutoPace:
         or below a rate that held, with fewer than RECURRING refused since the last
         decrease, is noise: its retry pays for it and the pace stays. A limit refuses again."""
         sent, _ = self.rate_at(started)
+        return self._noisy_at_held(sent) and not self._recurring()
+
+    def _noisy_at_held(self, sent: float) -> bool:
+        """Whether a request sent at rate `sent` went at or below a rate that held, where
+        timing noise is more than the search tells apart: the noise rule's ground."""
         at_held = self._verified and self.held is not None and sent <= self.held
-        return at_held and self._noisy(sent) and not self._recurring()
+        return at_held and self._noisy(sent)
 
     @staticmethod
     def _noisy(rate: float) -> bool:
@@ -247,7 +252,7 @@ class AutoPace:
             lately = BACKOFF * self._accepted_lately(now)
             self.held, self._verified = min(below * sent, max(sent / 2, lately)), False
             self._slow_start = False
-        elif sent <= self.held and self._noisy(sent) and self._recurring():
+        elif self._noisy_at_held(sent) and self._recurring():
             # refusals recur at the rate held: the limit fell, or a burst allowance fooled
             # a trial; what got through since is the limit: hold there, then probe
             self._trial = min(MAX_TRIAL, 2 * self._trial)
