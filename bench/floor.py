@@ -10,7 +10,14 @@ security, ownership as a POST with its payload id), over the same stack ntx send
 tasks that each sleep `--sleep` after every answer. One token for the whole run (the bench
 serves the demo with long-lived tokens), no retries, no validation, no database, no
 progress: what is left is what any trio client pays on this machine. It prints one JSON
-line, {"requests": ..., "elapsed": ...}, timed as ntx's summary is (after start-up).
+line, {"requests": ..., "refused": ..., "elapsed": ...}, timed as ntx's summary is (after
+start-up).
+
+With `--rate R` the requests after the handshake go out evenly spaced, 1 / R apart across
+all workers (each waits its turn on one shared schedule, as `--sleep auto` spaces ntx's):
+against a strict limiter this is the least that timing noise costs any client on this
+machine at a known pace. A refused answer (429 or 503) is counted and its request sent again
+at its worker's next turn.
 
 The protocol is done here by hand from docs/nepse-api.md (DUMMY is read from it), not with
 ntx's code.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -70,6 +78,13 @@ class Connection:
         self.token = ""
 
     async def get(self, target: str, method: str = "GET", body: bytes = b"") -> bytes:
+        status, answer = await self.send(target, method, body)
+        if status != 200:
+            raise SystemExit(f"{target}: HTTP {status}")
+        return answer
+
+    async def send(self, target: str, method: str, body: bytes) -> tuple[int, bytes]:
+        """The status and the whole body of one request."""
         headers = [("Host", self._host), ("Accept", "application/json")]
         if self.token:
             headers.append(("Authorization", f"Salter {self.token}"))
@@ -78,25 +93,42 @@ class Connection:
         request = h11.Request(method=method, target=target, headers=headers)
         data = self._h11.send(request) + (self._h11.send(h11.Data(data=body)) if body else b"")
         await self._stream.send_all(data + self._h11.send(h11.EndOfMessage()))
-        body = bytearray()
+        answer, status = bytearray(), 0
         while True:
             event = self._h11.next_event()
             if event is h11.NEED_DATA:
                 self._h11.receive_data(await self._stream.receive_some(65536))
-            elif isinstance(event, h11.Response) and event.status_code != 200:
-                raise SystemExit(f"{target}: HTTP {event.status_code}")
+            elif isinstance(event, h11.Response):
+                status = event.status_code
             elif isinstance(event, h11.Data):
-                body += event.data
+                answer += event.data
             elif isinstance(event, h11.EndOfMessage):
                 self._h11.start_next_cycle()
-                return bytes(body)
+                return status, bytes(answer)
 
 
-async def run(url: str, workers: int, sleep: float) -> dict[str, float]:
+class Schedule:
+    """Turns `1 / rate` apart, first come first served (no rate: no waiting)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self._interval = 1 / rate if rate else 0.0
+        self._next = -math.inf
+        self._turns = trio.Lock()
+
+    async def turn(self) -> None:
+        if not self._interval:
+            return
+        async with self._turns:
+            await trio.sleep_until(self._next)
+            self._next = max(self._next, trio.current_time()) + self._interval
+
+
+async def run(url: str, workers: int, sleep: float, rate: float | None) -> dict[str, float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     started = trio.current_time()
-    requests = 0
+    requests = refused = 0
+    schedule = Schedule(rate)
 
     async def connect() -> Connection:
         return Connection(await trio.open_tcp_stream(host, port), f"{host}:{port}")
@@ -116,19 +148,28 @@ async def run(url: str, workers: int, sleep: float) -> dict[str, float]:
     )
 
     async def worker() -> None:
-        nonlocal requests
+        nonlocal requests, refused
         connection = await connect()
         connection.token = first.token
         for method, target in targets:  # one shared iterator: each target goes to one worker
-            answer = await connection.get(target, method, body if method == "POST" else b"")
+            while True:
+                await schedule.turn()
+                status, answer = await connection.send(
+                    target, method, body if method == "POST" else b""
+                )
+                requests += 1
+                if status not in (429, 503):
+                    break
+                refused += 1
+            if status != 200:
+                raise SystemExit(f"{target}: HTTP {status}")
             msgspec.json.decode(answer)
-            requests += 1
             await trio.sleep(sleep)
 
     async with trio.open_nursery() as nursery:
         for _ in range(workers):
             nursery.start_soon(worker)
-    return {"requests": requests, "elapsed": trio.current_time() - started}
+    return {"requests": requests, "refused": refused, "elapsed": trio.current_time() - started}
 
 
 def main() -> None:
@@ -136,8 +177,9 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--sleep", type=float, required=True)
+    parser.add_argument("--rate", type=float, help="space the requests 1 / RATE apart")
     options = parser.parse_args()
-    print(json.dumps(trio.run(run, options.url, options.workers, options.sleep)))
+    print(json.dumps(trio.run(run, options.url, options.workers, options.sleep, options.rate)))
 
 
 if __name__ == "__main__":

@@ -124,11 +124,12 @@ def backfill(url: str, db: Path, *args: str, failed_jobs_ok: bool = False) -> Ru
     return measured(command, lambda last: json.loads(last)["summary"], ok)
 
 
-def floor(url: str, workers: int, sleep: float) -> Run:
-    """The same requests from bench/floor.py: a bare trio client, no ntx code."""
+def floor(url: str, workers: int, sleep: float, rate: float | None = None) -> Run:
+    """The same requests from bench/floor.py: a bare trio client, no ntx code (with `rate`:
+    spaced evenly at it)."""
     script = str(ROOT / "bench" / "floor.py")
     command = [PYTHON, script, url, "--workers", str(workers), "--sleep", str(sleep)]
-    return measured(command, json.loads)
+    return measured(command + (["--rate", str(rate)] if rate else []), json.loads)
 
 
 def measured(
@@ -380,7 +381,34 @@ def measure_limiters(tmp: Path, quick: bool) -> list[Row]:
     return rows
 
 
-FIGURES = ("throughput", "writer", "memory", "rerun", "daily", "adaptive", "limiters")
+def measure_spacing(tmp: Path, quick: bool) -> list[Row]:
+    """The bare client (bench/floor.py), its requests spaced evenly at a pace it is told,
+    against a bucket of burst 1 at R=60: what timing noise alone costs a client on this
+    machine, beside ntx's `--sleep auto` rows, which must find the pace too."""
+    rows: list[Row] = []
+    limit = 60
+    demo = Demo(150 if quick else 560, 50, rate_limit=limit, limiter=("--burst", "1"))
+    try:
+        for share in (0.9, 0.95):
+            print(f"measuring the bare client spaced at {share} R, R={limit} ...", file=sys.stderr)
+            run = floor(demo.url, 8, 0.0, share * limit)
+            refused = run.summary["refused"]
+            answered = run.summary["requests"] - refused
+            rows.append(
+                (
+                    f"bare client spaced at {share:.2f} R, bucket burst 1, R={limit}: "
+                    "wall / (answers / R), refused",
+                    f"{run.wall / (answered / limit):.2f}, {refused / run.summary['requests']:.1%}",
+                    "-",
+                    "-",
+                )
+            )
+    finally:
+        demo.close()
+    return rows
+
+
+FIGURES = ("throughput", "writer", "memory", "rerun", "daily", "adaptive", "limiters", "spacing")
 Row = tuple[str, str, str, str]
 
 
@@ -416,6 +444,8 @@ def main() -> None:
             rows += measure_adaptive(tmp, options.quick)
         if "limiters" in wanted:
             rows += measure_limiters(tmp, options.quick)
+        if "spacing" in wanted:
+            rows += measure_spacing(tmp, options.quick)
     print_table(rows)
 
 
