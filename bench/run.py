@@ -381,7 +381,7 @@ def measure_limiters(tmp: Path, quick: bool) -> list[Row]:
     return rows
 
 
-def measure_spacing(tmp: Path, quick: bool) -> list[Row]:
+def measure_spacing(quick: bool) -> list[Row]:
     """The bare client (bench/floor.py), its requests spaced evenly at a pace it is told,
     against a bucket of burst 1 at R=60: what timing noise alone costs a client on this
     machine, beside ntx's `--sleep auto` rows, which must find the pace too."""
@@ -445,7 +445,7 @@ def main() -> None:
         if "limiters" in wanted:
             rows += measure_limiters(tmp, options.quick)
         if "spacing" in wanted:
-            rows += measure_spacing(tmp, options.quick)
+            rows += measure_spacing(options.quick)
     print_table(rows)
 
 
