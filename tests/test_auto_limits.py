@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from trio.testing import MockClock
 
-from ntx.demo.limits import Limiter, Refusal
+from ntx.demo.limits import Limit, Limiter, Refusal
 from tests.limited import LIMITER_KINDS as KINDS
 from tests.limited import limit_of, serve
 
@@ -108,3 +108,34 @@ async def test_the_default_pace_changes_nothing_while_the_server_accepts(
     served = await serve(limit_of(Limiter.bucket, 100, None), Refusal.too_many, 200, auto=False)
     assert served.refused == [] and served.paced == []
     assert served.elapsed == pytest.approx(200 / (5 / (0.05 + 0.2)), rel=0.05)  # the flags' pace
+
+
+class ClosedFor:
+    """A limiter that turns every request away from `start` to `end` s (a `Retry-After` of
+    the time left: the server is closed for a while), and else lets `limit` decide."""
+
+    def __init__(self, limit: Limit, start: float, end: float) -> None:
+        self.rate = limit.rate
+        self._limit, self._start, self._end = limit, start, end
+
+    def check(self, now: float) -> float | None:
+        if self._start <= now < self._end:
+            return self._end - now
+        return self._limit.check(now)
+
+
+async def test_a_long_retry_after_holds_back_every_worker_under_auto(
+    mock_clock: MockClock,
+) -> None:
+    """A limiter's `Retry-After` of a second is the refused request's alone (the pace comes
+    down for the rest); one of half a minute says the server is closed: nobody knocks."""
+    closed = ClosedFor(limit_of(Limiter.bucket, 20, 20), 10.0, 40.0)
+    served = await serve(closed, Refusal.too_many, 800)
+
+    first = min(t for t in served.refused if t >= 10.0)
+    assert first < 10.2  # the first request after closing time is turned away
+    knocked = [t for t in served.accepted + served.refused if first + 0.1 < t < 40.0]
+    assert knocked == []  # told at 10 s to come back at 40 s: no request meanwhile
+    assert sum(1 for t in served.refused if 10.0 <= t < 40.0) <= 5  # those already on the way
+    assert len(served.accepted) == 800 and served.failed == 0
+    assert served.rate_over(41, served.elapsed - 1) >= 0.8 * 20  # and back at the pace after

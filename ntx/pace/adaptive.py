@@ -39,7 +39,9 @@ safe. The rate a refused request was sent at is the limit's upper bound.
   above the bound means the limit rose: r grows by 6%, then 12% a trial until refused again.
 
 Under auto, a congestion wait (`Retry-After` or a backoff) holds back only the retry that
-was told: the controller slows every worker instead of a pause stopping them all.
+was told: the controller slows every worker instead of a pause stopping them all. A
+`Retry-After` over `ntx.pace.retry.LONG_RETRY_AFTER` (5 s) still pauses every worker: the
+server is closed for a while, not metering a rate.
 
 All timing is trio's clock, so tests drive it with `trio.testing.MockClock`.
 """

@@ -6,7 +6,8 @@
 | reset or refused without an answer)            | HTTP date) or a backoff; the wait     |
 |                                                | holds back every worker (shared gate),|
 |                                                | or under `--sleep auto` the retry     |
-|                                                | alone: the controller slows the rest  |
+|                                                | alone (the controller slows the rest) |
+|                                                | unless `Retry-After` is over 5 s      |
 | 500 502 504, timeout, truncated, malformed or  | retry after exponential backoff with  |
 | wrongly shaped JSON                            | full jitter (base 1 s, cap 60 s)      |
 | 404                                            | skip the job: not found               |
@@ -46,6 +47,9 @@ from ntx.pace.throttle import Outcome, RequestGate, Throttle
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# a Retry-After longer than this closes the door for a while (a limiter's own rounding is a
+# second or two): every worker waits it out, even under `--sleep auto`
+LONG_RETRY_AFTER = 5.0
 Notify = Callable[[float, str], Awaitable[None]]
 
 
@@ -164,7 +168,8 @@ class RetryPolicy:
         shared_waits: bool = True,
     ) -> None:
         """`shared_waits`: a congestion wait holds back every worker (False: only the retry,
-        for a controller that slows the others down itself)."""
+        for a controller that slows the others down itself; a `Retry-After` over
+        LONG_RETRY_AFTER seconds holds back every worker all the same)."""
         self._gate = gate
         self._shared_waits = shared_waits
         self.retries = retries
@@ -220,9 +225,10 @@ class RetryPolicy:
         wait = None
         if isinstance(error, HttpStatusError):
             wait = parse_retry_after(error.retry_after, self._wall_clock())
+        told_to_stay_away = wait is not None and wait > LONG_RETRY_AFTER
         if wait is None:
             wait = full_jitter(retry, self._rng, self._base, self._cap)
-        if not self._shared_waits:
+        if not self._shared_waits and not told_to_stay_away:
             await trio.sleep(wait)
             return
         self._gate.pause_for(wait)  # every worker waits, not only the one that was told
