@@ -25,6 +25,7 @@ from ntx.pace import Pace
 from ntx.pace.adaptive import HEADROOM, TICK, AutoPace
 from ntx.pace.throttle import Outcome, Throttle
 from ntx.sources.nepse.source import NepseSource
+from ntx.ui.tally import pace_line
 from tests.helpers import TODAY, default_universe, demo_response, expected_tables, run_ntx, table
 from tests.limited import LIMITER_KINDS as LIMITERS
 
@@ -306,6 +307,39 @@ async def test_a_latency_jump_is_congestion(mock_clock: MockClock) -> None:
     assert pace.decreases == before + 1
 
 
+async def test_advice_after_a_latency_jump_alone_says_the_answers_slowed(
+    mock_clock: MockClock,
+) -> None:
+    """A server that queues instead of refusing: the summary must not say it refused."""
+    pace, _, _ = _pace()
+    now = 0.0
+    for _ in range(6):  # latency flat at 50 ms: a floor is learnt
+        _answers(pace, now, now + 0.5, 20, 0.05)
+        now += 0.5
+        pace.tick(now)
+    latency = 0.05
+    while pace.decreases == 0:  # the server slows down to 300 ms
+        latency = 0.3
+        _answers(pace, now, now + 0.5, 20, latency)
+        now += 0.5
+        pace.tick(now)
+    early = pace.advice(now)
+    assert early is not None and early.reason == "slowed late"
+    assert pace_line(early).startswith("Pace: the API slowed down, but the run was too short")
+    end = now + 10.0
+    while now < end:  # ten seconds at the pace it came down to, answered in 300 ms
+        _answers(pace, now, now + TICK, pace.rate, latency)
+        now += TICK
+        pace.tick(now)
+    settled = pace.advice(now)
+    assert settled is not None and settled.reason == "slowed" and pace.refusals == 0
+    assert "before its answers slowed down (it never refused)" in pace_line(settled)
+    pace.answered(now, now + 0.05, Outcome.CONGESTED)  # one refusal, even taken for noise
+    again = pace.advice(now + 0.05)
+    assert again is not None and again.reason == "refused"
+    assert pace_line(again).startswith("Pace: the API accepted")
+
+
 async def test_429_is_seen_by_the_throttle_as_congestion(mock_clock: MockClock) -> None:
     """The observer hook: the source raises inside the throttle's request, so it sees why."""
     seen: list[Outcome] = []
@@ -346,7 +380,7 @@ async def test_advice_says_how_much_it_knows(mock_clock: MockClock) -> None:
     )  # reached: nothing says it could not go faster
     pace.answered(2.95, 3.0, Outcome.CONGESTED)
     early = pace.advice(4.0)  # one second after the refusal: a burst allowance or the limit?
-    assert early is not None and early.reason == "unsettled"
+    assert early is not None and early.reason == "refused late"
     assert early.target <= pace.rate
     now = 3.0
     while now < 10.0:  # seven seconds of answers at the pace it fell back to

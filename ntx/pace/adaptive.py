@@ -117,6 +117,7 @@ class AutoPace:
         self._first_congestion: tuple[float, int] | None = None  # (when, healthy then)
         self._round: deque[bool] = deque(maxlen=RECUR)  # refused?, of answers since a decrease
         self.healthy = 0
+        self.refusals = 0  # answers refused (429, 503, dropped), timing noise included
         self._tick_answers = 0
         self._last_decrease = -math.inf  # when r last fell (requests sent before: same round)
         self._last_congestion = -math.inf
@@ -151,6 +152,7 @@ class AutoPace:
         if outcome is Outcome.OK:
             self._healthy(finished, finished - started)
         elif outcome is Outcome.CONGESTED:
+            self.refusals += 1
             if self._noise(started):
                 return
             self._last_congestion = finished
@@ -401,8 +403,10 @@ class AutoPace:
         """Static flags for next time, and how much is known ("reason"):
 
         - "refused": the highest rate that held since the server refused;
-        - "unsettled": it refused too shortly before the end for any rate to hold; the
-          pace it fell back to, a starting point only;
+        - "slowed": the same, when the server never refused but its answers slowed down
+          (a latency jump: a queue);
+        - "refused late", "slowed late": that came too shortly before the end for any
+          rate to hold; the pace it fell back to, a starting point only;
         - "never refused": the pace reached (the target, if answers kept up with it).
 
         None if the run ended before the controller took a step: it learnt nothing.
@@ -411,12 +415,13 @@ class AutoPace:
             return None
         long_run = self.long_run_rate(now)
         achieved = long_run or self.accepted_rate(now) or 0.0
+        signal = "refused" if self.refusals else "slowed"  # else a latency jump, alone
         if self._first_congestion is None:
             reason, rate = "never refused", min(self.rate, achieved or self.rate)
         elif long_run is None or self.held is None:
-            reason, rate = "unsettled", self.rate
+            reason, rate = f"{signal} late", self.rate
         else:  # a static pace must also hold against a full burst allowance: the long run
-            reason, rate = "refused", min(self.held, 0.97 * long_run)
+            reason, rate = signal, min(self.held, 0.97 * long_run)
         return Paced(self._knobs(rate), 0.0, math.floor(rate * 10) / 10, achieved, reason, at=now)
 
     async def run(self, notify: Callable[[Paced], Awaitable[None]]) -> None:

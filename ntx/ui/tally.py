@@ -219,9 +219,15 @@ def pace_line(advice: Paced) -> str:
             f"Pace: the API accepted {advice.achieved:.1f} requests/s;"
             f" next time: {advice.flags} (or --sleep auto again)"
         )
-    if advice.reason == "unsettled":
+    if advice.reason == "slowed":
         return (
-            "Pace: the API refused, but the run was too short to tell its limit;"
+            f"Pace: the API answered {advice.achieved:.1f} requests/s before its answers"
+            f" slowed down (it never refused); next time: {advice.flags} (or --sleep auto again)"
+        )
+    if advice.reason in ("refused late", "slowed late"):
+        what = "refused" if advice.reason == "refused late" else "slowed down"
+        return (
+            f"Pace: the API {what}, but the run was too short to tell its limit;"
             f" next time: --sleep auto again, or start from {advice.flags}"
         )
     return (
