@@ -288,13 +288,19 @@ async def test_other_failures_do_not_change_the_pace(mock_clock: MockClock) -> N
     assert pace.rate == rate and pace.decreases == 0
 
 
-async def test_a_latency_jump_is_congestion(mock_clock: MockClock) -> None:
+def _floor_learnt() -> tuple[AutoPace, float]:
+    """A controller that has seen 3 s of answers at 20/s, all in 50 ms (a latency floor)."""
     pace, _, _ = _pace()
     now = 0.0
-    for _ in range(6):  # latency flat at 50 ms: a floor is learnt
+    for _ in range(6):
         _answers(pace, now, now + 0.5, 20, 0.05)
         now += 0.5
         pace.tick(now)
+    return pace, now
+
+
+async def test_a_latency_jump_is_congestion(mock_clock: MockClock) -> None:
+    pace, now = _floor_learnt()
     before = pace.decreases
     for _ in range(6):  # the server slows down to 300 ms
         _answers(pace, now, now + 0.5, 20, 0.3)
@@ -311,15 +317,9 @@ async def test_advice_after_a_latency_jump_alone_says_the_answers_slowed(
     mock_clock: MockClock,
 ) -> None:
     """A server that queues instead of refusing: the summary must not say it refused."""
-    pace, _, _ = _pace()
-    now = 0.0
-    for _ in range(6):  # latency flat at 50 ms: a floor is learnt
-        _answers(pace, now, now + 0.5, 20, 0.05)
-        now += 0.5
-        pace.tick(now)
-    latency = 0.05
-    while pace.decreases == 0:  # the server slows down to 300 ms
-        latency = 0.3
+    pace, now = _floor_learnt()
+    latency = 0.3  # the server slows down from 50 ms to 300 ms
+    while pace.decreases == 0:
         _answers(pace, now, now + 0.5, 20, latency)
         now += 0.5
         pace.tick(now)
