@@ -333,7 +333,7 @@ async def test_advice_after_a_latency_jump_alone_says_the_answers_slowed(
         pace.tick(now)
     settled = pace.advice(now)
     assert settled is not None and settled.reason == "slowed" and pace.refusals == 0
-    assert "before its answers slowed down (it never refused)" in pace_line(settled)
+    assert pace_line(settled).startswith("Pace: the API never refused, but its answers slowed")
     pace.answered(now, now + 0.05, Outcome.CONGESTED)  # one refusal, even taken for noise
     again = pace.advice(now + 0.05)
     assert again is not None and again.reason == "refused"

@@ -221,8 +221,8 @@ def pace_line(advice: Paced) -> str:
         )
     if advice.reason == "slowed":
         return (
-            f"Pace: the API answered {advice.achieved:.1f} requests/s before its answers"
-            f" slowed down (it never refused); next time: {advice.flags} (or --sleep auto again)"
+            f"Pace: the API never refused, but its answers slowed down; {advice.achieved:.1f}"
+            f" requests/s answered since; next time: {advice.flags} (or --sleep auto again)"
         )
     if advice.reason in ("refused late", "slowed late"):
         what = "refused" if advice.reason == "refused late" else "slowed down"
