@@ -55,11 +55,15 @@ async def serve(
     changes: tuple[tuple[float, Limit], ...] = (),
     auto: bool = True,
     jitter: bool = False,
+    stalls: tuple[tuple[float, float], ...] = (),
 ) -> Served:
     """Run `jobs` one-request jobs from the default flags (5 workers, 0.2 s), with `--sleep
     auto` unless told, against `limit`; each `(t, other)` of `changes` puts `other` in its
     place at t s. With `jitter`, each request reaches the limiter a little late, as on a
-    loaded machine (`transit_delay`)."""
+    loaded machine (`transit_delay`). Each `(t, seconds)` of `stalls` holds every request
+    arriving in those seconds from t s back until their end, when they reach the limiter
+    together (a server busy for a while: a pause for garbage collection, a slow answer
+    built on its event loop)."""
     pace = Pace(workers=5, sleep=0.2, auto=auto, rng=random.Random(1))
     transit = random.Random(2)
     served = Served()
@@ -69,6 +73,9 @@ async def serve(
     async def answer() -> None:
         if jitter:
             await trio.sleep(transit_delay(transit))
+        for at, seconds in stalls:
+            if started + at <= trio.current_time() < started + at + seconds:
+                await trio.sleep_until(started + at + seconds)
         now = trio.current_time()
         wait = current[0].check(now)
         await trio.sleep(latency)

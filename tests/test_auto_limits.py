@@ -64,19 +64,25 @@ async def test_finds_a_limit_raised_during_the_run(mock_clock: MockClock) -> Non
     assert served.refused_share() <= 0.02
 
 
-async def test_backs_off_at_once_when_the_limit_is_lowered(mock_clock: MockClock) -> None:
+@pytest.mark.parametrize(("before", "after", "refusals"), [(40, 20, 5), (60, 12, 12)])
+async def test_backs_off_at_once_when_the_limit_is_lowered(
+    mock_clock: MockClock, before: int, after: int, refusals: int
+) -> None:
+    """A limit lowered to half is found in a round; one lowered to a fifth refuses requests
+    in a row, as a stalled server would, but answered as far apart as they were sent: the
+    pace halves a round at a time (three rounds here, some four refusals each)."""
     served = await serve(
-        limit_of(Limiter.bucket, 40, 1),
+        limit_of(Limiter.bucket, before, 1),
         Refusal.too_many,
-        1200,
-        changes=((15.0, limit_of(Limiter.bucket, 20, 1)),),
+        30 * before,
+        changes=((15.0, limit_of(Limiter.bucket, after, 1)),),
     )
     first = min(t for t in served.refused if t >= 15.0)  # the first refusal under the new limit
     cut = [p for p in served.paced if p.at > first]
-    assert cut and cut[0].target <= 0.9 * 40  # cut at the next step
-    assert sum(1 for t in served.refused if t >= 15.0) <= 5  # and soon below the new limit
-    assert served.rate_over(20, served.elapsed) >= 0.85 * 20
-    assert all(p.target <= 1.25 * 20 for p in served.paced if p.at >= 20)
+    assert cut and cut[0].target <= 0.9 * before  # cut at the next step
+    assert sum(1 for t in served.refused if 15.0 <= t < 25.0) <= refusals  # soon below it
+    assert served.rate_over(20, served.elapsed) >= 0.85 * after
+    assert all(p.target <= 1.25 * after for p in served.paced if p.at >= 20)
 
 
 STRICT = [
@@ -139,3 +145,20 @@ async def test_a_long_retry_after_holds_back_every_worker_under_auto(
     assert sum(1 for t in served.refused if 10.0 <= t < 40.0) <= 5  # those already on the way
     assert len(served.accepted) == 800 and served.failed == 0
     assert served.rate_over(41, served.elapsed - 1) >= 0.8 * 20  # and back at the pace after
+
+
+@pytest.mark.parametrize("refuse", [Refusal.too_many, Refusal.unavailable])
+async def test_a_stalled_server_does_not_collapse_the_pace(
+    mock_clock: MockClock, refuse: Refusal
+) -> None:
+    """A server that stalls for a moment lets the requests queued meanwhile reach its
+    limiter together: a limiter of burst 1 refuses all but the first, answers in a row.
+    That is a few refusals at the rate held, not a limit far below it."""
+    rate, jobs = 60, 2400
+    served = await serve(
+        limit_of(Limiter.bucket, rate, 1), refuse, jobs, stalls=((20.0, 0.1), (30.0, 0.1))
+    )
+    assert len(served.accepted) == jobs
+    assert served.refused_share() <= 0.02
+    assert served.elapsed <= 1.15 * jobs / rate
+    assert min(p.target for p in served.paced if p.at >= 10) >= 0.5 * rate

@@ -28,9 +28,11 @@ safe. The rate a refused request was sent at is the limit's upper bound.
 - Timing noise: above 13 requests/s (where 3 ms of unevenness on the way to the server is
   more than the search's 4% tells apart), a refusal at or below the rate held is taken
   for noise unless 3 of the last 100 answers since the last decrease were refused; its
-  retry pays for it. When refusals do recur there, the rate held becomes what got
-  through since the third last of them (the limit, for a saturated limiter), r holds
-  there and trials last twice as long.
+  retry pays for it. Refusals answered closer together than they were sent count as one
+  (a server that stalled let them reach its limiter at once). When refusals do recur
+  there, the rate held becomes what got through since the third last of them (the limit,
+  for a saturated limiter), but no less than half the rate refused, r holds there and
+  trials last twice as long.
 - Search: once the rate in force has held, r moves 40% of the way to the bound, until the
   two are within 4%.
 - Hold and probe: r stays there 8 s, then probes 3% higher; at once if the bound is a
@@ -75,6 +77,7 @@ FLOOR_MEMORY = 30.0  # seconds a latency floor is remembered (the server may cha
 JITTER = 0.003  # seconds: how unevenly requests spaced evenly may reach the server
 RECUR = 100  # at the rate held, a refusal is congestion if, of the last RECUR answers ...
 RECURRING = 3  # ... sent since the last decrease, this many were refused (else: noise)
+DEEPEST_CUT = 0.5  # recurring refusals at the rate held cut it to no less than this share
 HISTORY = 60.0  # seconds of past rates kept, to tell the rate a request was sent at
 ASSUMED_LATENCY = 0.1  # before the first answer: the schedule's first rate assumes this
 MIN_RATE = 0.1
@@ -116,6 +119,7 @@ class AutoPace:
         self._sent: deque[float] = deque()  # when the requests answered lately were sent
         self._first_congestion: tuple[float, int] | None = None  # (when, healthy then)
         self._round: deque[bool] = deque(maxlen=RECUR)  # refused?, of answers since a decrease
+        self._last_refused: tuple[float, float] | None = None  # (started, finished) of it
         self.healthy = 0
         self.refusals = 0  # answers refused (429, 503, dropped), timing noise included
         self._tick_answers = 0
@@ -147,8 +151,11 @@ class AutoPace:
     def answered(self, started: float, finished: float, outcome: Outcome) -> None:
         """The throttle's report of one request (see `ntx.pace.throttle.Observer`)."""
         self._sent.append(started)
-        if started >= self._last_decrease:
-            self._round.append(outcome is Outcome.CONGESTED)
+        refused = outcome is Outcome.CONGESTED
+        if started >= self._last_decrease and not (refused and self._bunched(started, finished)):
+            self._round.append(refused)
+        if refused:
+            self._last_refused = (started, finished)
         if outcome is Outcome.OK:
             self._healthy(finished, finished - started)
         elif outcome is Outcome.CONGESTED:
@@ -179,6 +186,15 @@ class AutoPace:
     def _noisy(rate: float) -> bool:
         """Whether timing noise (JITTER) at `rate` is more than the search tells apart."""
         return JITTER * rate > CLOSE
+
+    def _bunched(self, started: float, finished: float) -> bool:
+        """Whether a refusal was answered with the refusal before it, closer together than
+        the two were sent: the server (or the way to it) held them and let them in at once,
+        a limiter of burst 1 refused all but the first, and together they are one event."""
+        if self._last_refused is None:
+            return False
+        last_started, last_finished = self._last_refused
+        return abs(finished - last_finished) < abs(started - last_started) / 2
 
     def _recurring(self) -> bool:
         return sum(self._round) >= RECURRING
@@ -258,9 +274,10 @@ class AutoPace:
             self._slow_start = False
         elif self._noisy_at_held(sent) and self._recurring():
             # refusals recur at the rate held: the limit fell, or a burst allowance fooled
-            # a trial; what got through since is the limit: hold there, then probe
+            # a trial; what got through since is the limit (no less than half the rate
+            # refused, a round at a time): hold there, then probe
             self._trial = min(MAX_TRIAL, 2 * self._trial)
-            self.held = sent * (1 - self._refused_share())
+            self.held = sent * max(1 - self._refused_share(), DEEPEST_CUT)
             bound = min(sent, (1 + CLOSE) * self.held)
             self._hold = FIRST_HOLD
         elif sent <= self.held:  # a burst allowance fooled a trial, or the limit fell
