@@ -1,8 +1,9 @@
 """What any pace can get through a bucket of burst 1, given the jitter on the way to it.
 
 Requests spaced evenly at r each reach the demo's limiter (`ntx.demo.limits.BucketLimit`)
-late by `tests.limited.transit_delay` (fitted to ntx and the demo on this machine); prints,
-for each r, the share refused and the rate let through (each request once, no retries).
+late by `tests.limited.transit_delay` (fitted to ntx and the demo on this machine, on a
+noisy day); prints, for each r, the share refused and the rate let through (each request
+once, no retries).
 No controller can beat the best of these: it is the ceiling of the burst-1 rows.
 
     .venv/bin/python bench/ceiling.py --limit 60 --requests 50000
